@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One idempotent setup for a fresh machine and for a ready one (a second run takes seconds):
+# Debian build tools, the virtual environment, the project with its extras, and the stub VDDK
+# tarball the sandbox hands to `snapship install --vddk-path`.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+need_apt=()
+for tool in gcc make; do
+  command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
+done
+[ -e /usr/include/stdio.h ] || need_apt+=(libc6-dev)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+python="${PYTHON:-python3}"
+if ! "$python" -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else 1)'; then
+  echo "setup: snapship needs Python 3.11 or newer; $("$python" --version 2>&1) found." >&2
+  echo "setup: set PYTHON=/path/to/python3.11 and run again." >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$python" -m venv .venv
+fi
+
+# Reinstall only when the dependency list changed since the last successful install.
+stamp=.venv/.snapship-install-stamp
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setup: installing snapship and its extras into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".[sandbox,dev]"
+  echo "$want" > "$stamp"
+fi
+
+# The stub libvixDiskLib, packed like VMware's VDDK tarball (make skips it when up to date).
+[ -f sandbox/vddk_stub/Makefile ] && make -s -C sandbox/vddk_stub
+echo "setup: ready ($(.venv/bin/temporal --version | head -1))"
