@@ -42,12 +42,14 @@ def _touched_model(extents: list[tuple[int, int]], capacity: int) -> list[int]:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(extent, max_size=12), capacities)
-def test_extents_widen_to_exactly_the_touched_blocks(extents, capacity):
+def test_extents_widen_to_exactly_the_touched_blocks(
+    extents: list[tuple[int, int]], capacity: int
+) -> None:
     assert extents_to_blocks(extents, capacity) == _touched_model(extents, capacity)
 
 
 @given(st.integers(0, 10**15))
-def test_block_count_and_volume_size_cover_capacity(capacity):
+def test_block_count_and_volume_size_cover_capacity(capacity: int) -> None:
     n = block_count(capacity)
     assert n * BS >= capacity > (n - 1) * BS or (capacity == 0 and n == 0)
     if capacity <= 65_536 * GIB:
@@ -59,7 +61,7 @@ def test_block_count_and_volume_size_cover_capacity(capacity):
         assert n * BS <= gib * GIB
 
 
-def test_volume_size_limits():
+def test_volume_size_limits() -> None:
     assert volume_size_gib(0) == 1
     assert volume_size_gib(GIB + 1) == 2
     with pytest.raises(ValueError):
@@ -67,7 +69,7 @@ def test_volume_size_limits():
 
 
 @given(capacities, st.data())
-def test_block_span_tail_is_partial(capacity, data):
+def test_block_span_tail_is_partial(capacity: int, data: st.DataObject) -> None:
     index = data.draw(st.integers(0, block_count(capacity) - 1))
     offset, length = block_span(index, capacity)
     assert offset == index * BS
@@ -78,20 +80,22 @@ def test_block_span_tail_is_partial(capacity, data):
 
 
 @given(st.binary(max_size=2048))
-def test_pad_block_zero_pads(data):
+def test_pad_block_zero_pads(data: bytes) -> None:
     padded = pad_block(data)
     assert len(padded) == BS
     assert padded[: len(data)] == data
     assert padded[len(data) :].count(0) == BS - len(data)
 
 
-def test_pad_block_rejects_oversize():
+def test_pad_block_rejects_oversize() -> None:
     with pytest.raises(ValueError):
         pad_block(bytes(BS + 1))
 
 
 @given(st.sets(st.integers(0, 200), max_size=80), st.integers(1, 8))
-def test_read_runs_partition_indices_into_bounded_consecutive_runs(indices, blocks_per_read):
+def test_read_runs_partition_indices_into_bounded_consecutive_runs(
+    indices: set[int], blocks_per_read: int
+) -> None:
     ordered = sorted(indices)
     runs = read_runs(ordered, blocks_per_read * BS)
     flat = [i for run in runs for i in run.indices]
@@ -103,7 +107,7 @@ def test_read_runs_partition_indices_into_bounded_consecutive_runs(indices, bloc
         assert a.first + a.count < b.first or a.count == blocks_per_read
 
 
-def test_read_runs_default_cap_is_2_mib_and_rejects_disorder():
+def test_read_runs_default_cap_is_2_mib_and_rejects_disorder() -> None:
     runs = read_runs(range(10))
     assert [r.count for r in runs] == [4, 4, 2]
     assert all(r.count * BS <= VDDK_MAX_READ_BYTES for r in runs)
@@ -115,7 +119,7 @@ def test_read_runs_default_cap_is_2_mib_and_rejects_disorder():
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 12 * BS).map(lambda n: n - n % 1024 or 1024), st.data())
-def test_iter_blocks_reads_runs_and_pads_tail(capacity, data):
+def test_iter_blocks_reads_runs_and_pads_tail(capacity: int, data: st.DataObject) -> None:
     disk = bytes((i * 7 + 3) % 251 for i in range(capacity))
     indices = sorted(data.draw(st.sets(st.integers(0, block_count(capacity) - 1))))
     reads: list[tuple[int, int]] = []
@@ -132,12 +136,12 @@ def test_iter_blocks_reads_runs_and_pads_tail(capacity, data):
     assert len(reads) == len(read_runs(indices))
 
 
-def test_iter_blocks_short_read_is_an_error():
+def test_iter_blocks_short_read_is_an_error() -> None:
     with pytest.raises(OSError):
         list(iter_blocks(lambda off, n: b"x", [0], BS))
 
 
-def test_read_run_length_clips_to_capacity():
+def test_read_run_length_clips_to_capacity() -> None:
     run = ReadRun(2, 4)
     assert run.offset == 2 * BS
     assert run.length(3 * BS + 1024) == BS + 1024
