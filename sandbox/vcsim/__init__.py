@@ -1,0 +1,1 @@
+"""vSphere simulator for the snapship sandbox."""
