@@ -57,8 +57,9 @@ def is_client_vm(vm: VmFacts, client_vm_uuid: str | None) -> bool:
     return False
 
 
-def _gib(n: int) -> str:
-    return f"{n / 1024**3:.1f} GiB"
+def _free_text(n: int) -> str:
+    """Rounded down, so a volume just under the limit never reads as "2.0 GiB"."""
+    return f"{n // 1024**2} MiB"
 
 
 def check_eligibility(vm: VmFacts, client_vm_uuid: str | None) -> EligibilityResult:
@@ -146,8 +147,8 @@ def check_eligibility(vm: VmFacts, client_vm_uuid: str | None) -> EligibilityRes
         for gd in vm.guest_disks:
             if gd.capacity_bytes > 0 and gd.free_bytes < MIN_GUEST_FREE_BYTES:
                 warnings.append(
-                    f"Guest volume {gd.path} has {_gib(gd.free_bytes)} free (VMware Tools); at "
-                    "least 2 GiB free is recommended for replication."
+                    f"Guest volume {gd.path} has {_free_text(gd.free_bytes)} free (VMware "
+                    "Tools); at least 2 GiB free is recommended for replication."
                 )
     elif vm.power_state == "poweredOn":
         warnings.append(
