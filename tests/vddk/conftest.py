@@ -1,0 +1,35 @@
+"""Fixtures for the VDDK tests: the stub library (built on demand), a state dir per test."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from vddk_support import HOST, PASSWORD, PORT, STUB_LIB, THUMB, USER, Env, build_stub
+
+from sandbox.vcsim.disks import DiskStore
+from sandbox.vcsim.vddk_registry import StubRegistry
+from snapship.vddk.binding import VixDiskLib
+
+
+@pytest.fixture(scope="session")
+def stub_lib() -> VixDiskLib:
+    build_stub()
+    return VixDiskLib.load(STUB_LIB)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub_lib: VixDiskLib) -> Iterator[Env]:
+    state = tmp_path / "state"
+    monkeypatch.setenv("SNAPSHIP_STUB_VDDK_STATE", str(state))
+    store = DiskStore(state)
+    registry = StubRegistry(state)
+    registry.set_endpoint(HOST, PORT, THUMB)
+    registry.set_users({USER: PASSWORD, "other": "pw2"})
+    yield Env(state, store, registry, stub_lib)
+    store.close()
