@@ -88,6 +88,8 @@ class SourceServerInput:
     vm_name: str
     discovered: DiscoveredServer | None = None
     carried: SourceServerState | None = None
+    continue_as_new_after_runs: int = 40
+    shipping_task_queue: str = "snapship-shipping"
 
 
 # ---------------------------------------------------------------- replication state
@@ -368,3 +370,11 @@ class ShippingStarted:
     """Sent by the shipping activity when it gets a slot, so the console can show the queue."""
 
     run_id: str
+
+
+@dataclass
+class ShippingProgress:
+    """Sent by the shipping activity every few seconds: what the status query shows per disk."""
+
+    run_id: str
+    disks: list[DiskProgress]

@@ -1,0 +1,1 @@
+"""Temporal code for snapship."""
