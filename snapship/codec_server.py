@@ -177,7 +177,9 @@ def start_codec_server(
         log.warning(
             "codec server listening on %s: anyone who can reach it can decrypt payloads", addr
         )
-    thread = threading.Thread(target=server.serve_forever, name="codec-server", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="codec-server", daemon=True
+    )
     thread.start()
     bound_host, bound_port = server.server_address[:2]
     return CodecServer(host=str(bound_host), port=int(bound_port), _server=server, _thread=thread)

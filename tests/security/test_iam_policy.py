@@ -3,7 +3,7 @@
 Static scan (ast) of snapship/, activities/, workflows/, starter.py and worker.py for boto3 client
 method calls, using the convention documented in deploy/iam/README.md:
 - the receiver's last name is `ebs`, `ec2`, `sts` (optionally `_`-prefixed, `_client`-suffixed):
-  `ebs.start_snapshot(...)`, `self.ec2.describe_snapshots(...)`, `clients.sts.get_caller_identity()`;
+  `ebs.start_snapshot()`, `self.ec2.describe_snapshots()`, `clients.sts.get_caller_identity()`;
 - or it is a name/attribute assigned from a call whose function name contains "client" with the
   service as a string argument: `x = make_client(conn, "ec2")`, `self._c = session.client("ebs")`;
 - or it is annotated with the boto3-stubs client type (`EBSClient`, `EC2Client`, `STSClient`).
@@ -19,6 +19,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import botocore.session
 from botocore import xform_name
@@ -169,11 +170,11 @@ def scan_tree() -> ScanResult:
     return result
 
 
-def load_policy() -> dict:
+def load_policy() -> dict[str, Any]:
     return json.loads(POLICY_PATH.read_text(encoding="utf-8"))
 
 
-def policy_actions(policy: dict) -> set[str]:
+def policy_actions(policy: dict[str, Any]) -> set[str]:
     actions: set[str] = set()
     for statement in policy["Statement"]:
         value = statement["Action"]
@@ -184,8 +185,8 @@ def policy_actions(policy: dict) -> set[str]:
 # -- the scanner itself finds what it should (so the equality test cannot pass vacuously) -----
 
 
-def test_scanner_recognises_the_documented_conventions():
-    source = '''
+def test_scanner_recognises_the_documented_conventions() -> None:
+    source = """
 import boto3
 def f(self, session, clients, conn, annotated: "EC2Client", other):
     self.ebs.start_snapshot(VolumeSize=1)
@@ -201,7 +202,7 @@ def f(self, session, clients, conn, annotated: "EC2Client", other):
     self._ec2.delete_snapshot(SnapshotId="x")
     other.start_snapshot()          # not a client by convention: ignored
     ebs.close()                     # not an API call
-'''
+"""
     result = ScanResult()
     scan_source(source, "example.py", result)
     assert set(result.calls) == {
@@ -215,7 +216,7 @@ def f(self, session, clients, conn, annotated: "EC2Client", other):
     assert result.unknown == []
 
 
-def test_scanner_flags_methods_that_are_not_operations():
+def test_scanner_flags_methods_that_are_not_operations() -> None:
     result = ScanResult()
     scan_source("ebs.start_snapshots()\nec2.get_waiter('no_such_waiter')\n", "x.py", result)
     assert len(result.unknown) == 2
@@ -225,12 +226,12 @@ def test_scanner_flags_methods_that_are_not_operations():
 # -- the policy ---------------------------------------------------------------------------------
 
 
-def test_code_uses_only_real_operations():
+def test_code_uses_only_real_operations() -> None:
     result = scan_tree()
     assert result.unknown == [], "\n".join(result.unknown)
 
 
-def test_policy_grants_exactly_what_the_code_calls():
+def test_policy_grants_exactly_what_the_code_calls() -> None:
     result = scan_tree()
     called = set(result.calls)
     granted = policy_actions(load_policy())
@@ -241,7 +242,7 @@ def test_policy_grants_exactly_what_the_code_calls():
     assert called == granted, "\n".join(detail)
 
 
-def test_policy_is_well_formed_and_least_privilege():
+def test_policy_is_well_formed_and_least_privilege() -> None:
     policy = load_policy()
     assert policy["Version"] == "2012-10-17"
     sids = [s["Sid"] for s in policy["Statement"]]
@@ -256,7 +257,7 @@ def test_policy_is_well_formed_and_least_privilege():
         assert "NotAction" not in statement and "NotResource" not in statement
 
 
-def _statements_with(policy: dict, action: str) -> list[dict]:
+def _statements_with(policy: dict[str, Any], action: str) -> list[dict[str, Any]]:
     out = []
     for s in policy["Statement"]:
         actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
@@ -277,11 +278,16 @@ def _all_string_constants() -> set[str]:
     return constants
 
 
-def test_mutating_snapshot_actions_are_scoped():
+def test_mutating_snapshot_actions_are_scoped() -> None:
     policy = load_policy()
     snapshot_arn = "arn:aws:ec2:*::snapshot/*"
-    for action in ("ebs:StartSnapshot", "ebs:PutSnapshotBlock", "ebs:CompleteSnapshot",
-                   "ec2:CreateTags", "ec2:DeleteSnapshot"):
+    for action in (
+        "ebs:StartSnapshot",
+        "ebs:PutSnapshotBlock",
+        "ebs:CompleteSnapshot",
+        "ec2:CreateTags",
+        "ec2:DeleteSnapshot",
+    ):
         for statement in _statements_with(policy, action):
             resources = statement["Resource"]
             resources = [resources] if isinstance(resources, str) else resources
@@ -290,7 +296,7 @@ def test_mutating_snapshot_actions_are_scoped():
                 assert resources == [snapshot_arn], (action, resources)
 
 
-def test_delete_snapshot_only_for_snapshots_tagged_by_snapship():
+def test_delete_snapshot_only_for_snapshots_tagged_by_snapship() -> None:
     policy = load_policy()
     statements = _statements_with(policy, "ec2:DeleteSnapshot")
     if not statements:
