@@ -1,0 +1,278 @@
+"""What the console shows, fetched from Temporal: one row per source-server workflow.
+
+Why two sources: the workflow list (visibility, typed search attributes) is one cheap call for
+thousands of servers and carries name, lifecycle and replication state; progress, lag, tags,
+errors and runs need the workflow's "status" Query, one call per server. So the list narrows the
+selection first and only the servers that survive are queried, a bounded number at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from snapship import search_attributes as sa
+from snapship.messages import (
+    CommandResult,
+    ReplicationCommand,
+    SourceServerStatus,
+    StartReplicationRequest,
+)
+from snapship.states import LIFECYCLE_STEPS, LifeCycleState
+
+SOURCE_SERVER_WORKFLOW = "SourceServerWorkflow"
+QUERY_CONCURRENCY = 16
+QUERY_TIMEOUT = timedelta(seconds=10)
+UPDATE_TIMEOUT = timedelta(seconds=60)
+READY_STATES = frozenset(
+    {
+        LifeCycleState.READY_FOR_TEST.value,
+        LifeCycleState.TESTING.value,
+        LifeCycleState.READY_FOR_CUTOVER.value,
+        LifeCycleState.CUTTING_OVER.value,
+        LifeCycleState.CUTOVER.value,
+    }
+)
+
+VIEW_ACTIVE = "active"
+VIEW_DISCOVERED = "discovered"
+VIEW_ALL = "all"
+
+
+@dataclass
+class ServerRow:
+    """One source server as the console shows it; `status` is None when the query failed."""
+
+    workflow_id: str
+    vm_name: str
+    vcenter_host: str
+    lifecycle_state: str
+    data_replication_state: str
+    replication_type: str
+    status: SourceServerStatus | None = None
+    query_error: str = ""
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return dict(self.status.tags) if self.status else {}
+
+    @property
+    def lifecycle_step(self) -> str:
+        return lifecycle_step(self.lifecycle_state)
+
+
+@dataclass
+class CommandOutcome:
+    """What happened to one server when a command was sent to it."""
+
+    workflow_id: str
+    vm_name: str
+    accepted: bool
+    message: str
+    lifecycle_state: str = ""
+    data_replication_state: str = ""
+
+
+@dataclass
+class Selection:
+    rows: list[ServerRow]
+    unmatched: list[str] = field(default_factory=list)
+
+
+def lifecycle_step(state: str) -> str:
+    for label, states in LIFECYCLE_STEPS:
+        if state in {s.value for s in states}:
+            return label
+    return state.replace("_", " ").capitalize() if state else ""
+
+
+def visibility_query(view: str = VIEW_ALL, extra: Sequence[str] = ()) -> str:
+    parts = [f'WorkflowType="{SOURCE_SERVER_WORKFLOW}"', 'ExecutionStatus="Running"']
+    if view == VIEW_DISCOVERED:
+        parts.append(f'{sa.LIFECYCLE_STATE.name}="{LifeCycleState.DISCOVERED.value}"')
+    elif view == VIEW_ACTIVE:
+        parts.append(f'{sa.LIFECYCLE_STATE.name}!="{LifeCycleState.DISCOVERED.value}"')
+    parts.extend(extra)
+    return " AND ".join(parts)
+
+
+def _attr(execution: Any, key: Any) -> str:
+    try:
+        value = execution.typed_search_attributes.get(key)
+    except Exception:
+        value = None
+    return str(value) if value is not None else ""
+
+
+async def list_rows(client: Client, view: str = VIEW_ALL) -> list[ServerRow]:
+    """Every running source-server workflow in `view`, from visibility only (no queries)."""
+    rows: list[ServerRow] = []
+    async for execution in client.list_workflows(visibility_query(view)):
+        rows.append(
+            ServerRow(
+                workflow_id=execution.id,
+                vm_name=_attr(execution, sa.VM_NAME) or execution.id,
+                vcenter_host=_attr(execution, sa.VCENTER_HOST),
+                lifecycle_state=_attr(execution, sa.LIFECYCLE_STATE),
+                data_replication_state=_attr(execution, sa.DATA_REPLICATION_STATE),
+                replication_type=_attr(execution, sa.REPLICATION_TYPE) or "SNAPSHOT_SHIPPING",
+            )
+        )
+    rows.sort(key=lambda r: (r.vm_name.lower(), r.workflow_id))
+    return rows
+
+
+async def query_status(client: Client, workflow_id: str) -> SourceServerStatus:
+    handle = client.get_workflow_handle(workflow_id)
+    result: SourceServerStatus = await handle.query(
+        "status", result_type=SourceServerStatus, rpc_timeout=QUERY_TIMEOUT
+    )
+    return result
+
+
+async def fill_status(client: Client, rows: Iterable[ServerRow]) -> None:
+    """Query each row's status (bounded concurrency); the live answer overrides visibility."""
+    gate = asyncio.Semaphore(QUERY_CONCURRENCY)
+
+    async def one(row: ServerRow) -> None:
+        async with gate:
+            try:
+                status = await query_status(client, row.workflow_id)
+            except (TimeoutError, RPCError) as exc:
+                row.query_error = _rpc_reason(exc)
+                return
+            except Exception as exc:
+                row.query_error = f"{type(exc).__name__}: {exc}"
+                return
+            row.status = status
+            row.vm_name = status.vm_name or row.vm_name
+            row.lifecycle_state = status.lifecycle_state or row.lifecycle_state
+            row.data_replication_state = (
+                status.data_replication_state or row.data_replication_state
+            )
+
+    await asyncio.gather(*(one(r) for r in rows))
+
+
+def _rpc_reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if "deadline" in text.lower() or isinstance(exc, asyncio.TimeoutError):
+        return "no answer from the worker (is `snapship worker` running?)"
+    return text
+
+
+def parse_tag_filters(items: Iterable[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--tag {item!r} is not KEY=VALUE")
+        key, value = item.split("=", 1)
+        tags[key] = value
+    return tags
+
+
+def _matches_name(row: ServerRow, patterns: Sequence[str]) -> bool:
+    return any(
+        fnmatch.fnmatchcase(row.vm_name, p) or row.workflow_id == p for p in patterns
+    )
+
+
+def _matches_state(row: ServerRow, states: Sequence[str]) -> bool:
+    wanted = {s.upper() for s in states}
+    return row.lifecycle_state in wanted or row.data_replication_state in wanted
+
+
+def _matches_tags(row: ServerRow, tags: dict[str, str]) -> bool:
+    have = row.tags
+    return all(have.get(k) == v for k, v in tags.items())
+
+
+async def select(
+    client: Client,
+    view: str = VIEW_ALL,
+    names: Sequence[str] = (),
+    states: Sequence[str] = (),
+    tags: dict[str, str] | None = None,
+    with_status: bool = True,
+) -> Selection:
+    """Rows matching every given filter. Name globs that matched nothing are reported."""
+    rows = await list_rows(client, view)
+    unmatched: list[str] = []
+    if names:
+        unmatched = [p for p in names if not any(_matches_name(r, [p]) for r in rows)]
+        rows = [r for r in rows if _matches_name(r, names)]
+    if with_status or tags:
+        await fill_status(client, rows)
+    if states:
+        rows = [r for r in rows if _matches_state(r, states)]
+    if tags:
+        rows = [r for r in rows if _matches_tags(r, tags)]
+    return Selection(rows=rows, unmatched=unmatched)
+
+
+async def send_command(
+    client: Client,
+    row: ServerRow,
+    command: str,
+    interval_seconds: int | None = None,
+    reason: str = "",
+) -> CommandOutcome:
+    """Send one Update; a validator's rejection comes back as a refused outcome with its reason."""
+    handle = client.get_workflow_handle(row.workflow_id)
+    name = {
+        "start": "start_replication",
+        "stop": "stop_replication",
+        "pause": "pause_replication",
+        "resume": "resume_replication",
+        "run-now": "run_now",
+    }[command]
+    arg: Any = (
+        StartReplicationRequest(interval_seconds=interval_seconds)
+        if command == "start"
+        else ReplicationCommand(reason=reason)
+    )
+    try:
+        result: CommandResult = await handle.execute_update(
+            name, arg, result_type=CommandResult, rpc_timeout=UPDATE_TIMEOUT
+        )
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        message = getattr(cause, "message", None) or str(cause or exc)
+        return CommandOutcome(row.workflow_id, row.vm_name, False, message)
+    except RPCError as exc:
+        return CommandOutcome(row.workflow_id, row.vm_name, False, _rpc_reason(exc))
+    return CommandOutcome(
+        row.workflow_id,
+        row.vm_name,
+        result.accepted,
+        result.message,
+        result.lifecycle_state,
+        result.data_replication_state,
+    )
+
+
+async def send_commands(
+    client: Client,
+    rows: Sequence[ServerRow],
+    command: str,
+    interval_seconds: int | None = None,
+    reason: str = "",
+) -> list[CommandOutcome]:
+    gate = asyncio.Semaphore(QUERY_CONCURRENCY)
+
+    async def one(row: ServerRow) -> CommandOutcome:
+        async with gate:
+            return await send_command(client, row, command, interval_seconds, reason)
+
+    return list(await asyncio.gather(*(one(r) for r in rows)))
+
+
+def is_ready(row: ServerRow) -> bool:
+    return row.lifecycle_state in READY_STATES
