@@ -414,12 +414,15 @@ class EbsSnapshotWriter:
             next_unseen = max(next_unseen, last_seen + 1)
             update_cursor()
             upload.blocks_done = True
+            counters.retries = self._retries
             maybe_checkpoint(force=True)
             return upload.checkpoint()
         except BaseException as exc:
             self._stop.set()
             executor.shutdown(wait=False, cancel_futures=True)
-            wait([f for f, _ in inflight.values()], timeout=s.cancel_grace_s)
+            # cancelled-but-never-started futures never count as done for wait(): skip them
+            running = [f for f, _ in inflight.values() if not f.cancelled()]
+            wait(running, timeout=s.cancel_grace_s)
             try:
                 retire()
             except BaseException:
