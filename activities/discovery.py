@@ -150,7 +150,8 @@ async def mark_vanished(
             pass  # unknown: signal anyway, the workflow ignores a repeat
         try:
             await handle.signal(
-                DISCOVERED_SIGNAL, vanished_server(workflow_id, name, scan.vcenter_uuid)
+                DISCOVERED_SIGNAL,
+                vanished_server(workflow_id, name, scan.vcenter_uuid, cfg.source_server_tags),
             )
             count += 1
         except Exception as exc:

@@ -161,7 +161,11 @@ def scan_vcenter(
 
 
 def vanished_server(
-    workflow_id: str, vm_name: str, vcenter_uuid: str, now: datetime | None = None
+    workflow_id: str,
+    vm_name: str,
+    vcenter_uuid: str,
+    tags: Mapping[str, str] | None = None,
+    now: datetime | None = None,
 ) -> messages.DiscoveredServer:
     """The signal for a known server whose VM is gone: not eligible, flagged vanished.
 
@@ -174,5 +178,6 @@ def vanished_server(
         facts=messages.VmFacts(moref="", name=vm_name, instance_uuid=instance_uuid),
         eligibility=messages.Eligibility(eligible=False, reasons=[VANISHED_REASON]),
         discovered_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
+        tags=dict(tags or {}),
         vanished=True,
     )

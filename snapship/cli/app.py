@@ -81,7 +81,9 @@ async def _servers(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     client = await connect(cfg)
     if args.servers_cmd == "show":
-        selection = await console.select(client, console.VIEW_ALL, names=[args.name])
+        selection = await console.select(
+            client, console.VIEW_ALL, cfg.vcenter.host, names=[args.name]
+        )
         if not selection.rows:
             raise CliError(
                 f"No source server is named {args.name!r} (try `snapship servers --all`)."
@@ -96,7 +98,12 @@ async def _servers(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     selection = await console.select(
-        client, _view(args), names=args.name or [], states=args.state or [], tags=tags
+        client,
+        _view(args),
+        cfg.vcenter.host,
+        names=args.name or [],
+        states=args.state or [],
+        tags=tags,
     )
     if args.json:
         print(render.servers_json(selection.rows))
@@ -134,8 +141,9 @@ async def _replicate(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     client = await connect(cfg)
     view = console.VIEW_DISCOVERED if args.all_discovered else console.VIEW_ALL
-    selection = await console.select(client, view, names=args.names or [], tags=tags,
-                                     with_status=bool(tags))
+    selection = await console.select(
+        client, view, cfg.vcenter.host, names=args.names or [], tags=tags, with_status=bool(tags)
+    )
     for pattern in selection.unmatched:
         print(f"{pattern}: no source server matches", file=sys.stderr)
     if not selection.rows:

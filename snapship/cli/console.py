@@ -25,7 +25,7 @@ from snapship.messages import (
     SourceServerStatus,
     StartReplicationRequest,
 )
-from snapship.states import LIFECYCLE_STEPS, LifeCycleState
+from snapship.states import LIFECYCLE_STEPS, DataReplicationState, LifeCycleState
 
 SOURCE_SERVER_WORKFLOW = "SourceServerWorkflow"
 QUERY_CONCURRENCY = 16
@@ -93,14 +93,27 @@ def lifecycle_step(state: str) -> str:
     return state.replace("_", " ").capitalize() if state else ""
 
 
-def visibility_query(view: str = VIEW_ALL, extra: Sequence[str] = ()) -> str:
+def visibility_query(
+    view: str = VIEW_ALL, vcenter_host: str = "", extra: Sequence[str] = ()
+) -> str:
+    """The list filter; `vcenter_host` keeps one client's servers apart from another's."""
     parts = [f'WorkflowType="{SOURCE_SERVER_WORKFLOW}"', 'ExecutionStatus="Running"']
+    if vcenter_host:
+        parts.append(f'{sa.VCENTER_HOST.name}="{_quote(vcenter_host)}"')
+    # "Discovered" = never started (MGN's Discovered source servers filter); "active" = the rest,
+    # including a server in its initial sync whose lifecycle still reads DISCOVERED.
+    lcs = f'{sa.LIFECYCLE_STATE.name}="{LifeCycleState.DISCOVERED.value}"'
+    drs = f'{sa.DATA_REPLICATION_STATE.name}="{DataReplicationState.STOPPED.value}"'
     if view == VIEW_DISCOVERED:
-        parts.append(f'{sa.LIFECYCLE_STATE.name}="{LifeCycleState.DISCOVERED.value}"')
+        parts.append(f"{lcs} AND {drs}")
     elif view == VIEW_ACTIVE:
-        parts.append(f'{sa.LIFECYCLE_STATE.name}!="{LifeCycleState.DISCOVERED.value}"')
+        parts.append(f"({lcs.replace('=', '!=', 1)} OR {drs.replace('=', '!=', 1)})")
     parts.extend(extra)
     return " AND ".join(parts)
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _attr(execution: Any, key: Any) -> str:
@@ -111,10 +124,12 @@ def _attr(execution: Any, key: Any) -> str:
     return str(value) if value is not None else ""
 
 
-async def list_rows(client: Client, view: str = VIEW_ALL) -> list[ServerRow]:
+async def list_rows(
+    client: Client, view: str = VIEW_ALL, vcenter_host: str = ""
+) -> list[ServerRow]:
     """Every running source-server workflow in `view`, from visibility only (no queries)."""
     rows: list[ServerRow] = []
-    async for execution in client.list_workflows(visibility_query(view)):
+    async for execution in client.list_workflows(visibility_query(view, vcenter_host)):
         rows.append(
             ServerRow(
                 workflow_id=execution.id,
@@ -197,13 +212,14 @@ def _matches_tags(row: ServerRow, tags: dict[str, str]) -> bool:
 async def select(
     client: Client,
     view: str = VIEW_ALL,
+    vcenter_host: str = "",
     names: Sequence[str] = (),
     states: Sequence[str] = (),
     tags: dict[str, str] | None = None,
     with_status: bool = True,
 ) -> Selection:
     """Rows matching every given filter. Name globs that matched nothing are reported."""
-    rows = await list_rows(client, view)
+    rows = await list_rows(client, view, vcenter_host)
     unmatched: list[str] = []
     if names:
         unmatched = [p for p in names if not any(_matches_name(r, [p]) for r in rows)]
