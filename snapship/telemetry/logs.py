@@ -204,7 +204,9 @@ class JsonFormatter(logging.Formatter):
             event["exception"] = record.exc_text
         if record.stack_info:
             event["stack"] = record.stack_info
-        return json.dumps(event, default=str, ensure_ascii=False)
+        # Last line of defence: whatever reached the event by a path the filter did not cover
+        # (a logger name, an object's str) is masked in the final text as well.
+        return REDACTOR.redact(json.dumps(event, default=str, ensure_ascii=False))
 
 
 def make_handler(stream: TextIO | None = None) -> logging.Handler:
