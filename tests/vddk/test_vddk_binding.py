@@ -91,12 +91,12 @@ def test_allocated_blocks(env: Env) -> None:
             r._idle.put(slot_handle)
 
 
-def _connect_err(env: Env, **kw) -> VddkError:
-    args = dict(server=HOST, port=PORT, thumbprint=THUMB, username=USER, password=PASSWORD,
+def _connect_err(env: Env, **kw: object) -> VddkError:
+    args: dict = dict(server=HOST, port=PORT, thumbprint=THUMB, username=USER, password=PASSWORD,
                 vm_moref="vm-1", snapshot_moref="snapshot-1")
     args.update(kw)
     with pytest.raises(VddkError) as ei:
-        env.lib.connect(**args)  # type: ignore[arg-type]
+        env.lib.connect(**args)
     return ei.value
 
 

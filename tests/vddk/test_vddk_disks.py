@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from sandbox.vcsim.disks import (
     DiskError,
     DiskStore,
     InvalidOffset,
+    VirtualDisk,
     parse_datastore_path,
 )
 from sandbox.vcsim.vddk_registry import StubRegistry
@@ -25,14 +27,17 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture
-def store(tmp_path: Path):
+def store(tmp_path: Path) -> Iterator[DiskStore]:
     s = DiskStore(tmp_path)
     yield s
     s.close()
 
 
-def _all_extents(disk, file: str, change_id: str, max_extents: int = 2000):
-    out, pages, pos = [], 0, 0
+def _all_extents(
+    disk: VirtualDisk, file: str, change_id: str, max_extents: int = 2000
+) -> tuple[list[tuple[int, int]], int]:
+    out: list[tuple[int, int]] = []
+    pages, pos = 0, 0
     capacity = disk.capacity
     while pos < capacity:
         page = disk.query_changed_areas(file, pos, change_id, max_extents)
@@ -45,7 +50,7 @@ def _all_extents(disk, file: str, change_id: str, max_extents: int = 2000):
     return out, pages
 
 
-def _grains_of(extents):
+def _grains_of(extents: list[tuple[int, int]]) -> set[int]:
     return {g for a, n in extents for g in range(a // G, (a + n - 1) // G + 1)}
 
 

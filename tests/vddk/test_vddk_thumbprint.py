@@ -7,6 +7,7 @@ import hashlib
 import socket
 import ssl
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,7 @@ def _cert(tmp_path: Path) -> tuple[Path, Path, bytes]:
 
 
 @pytest.fixture
-def tls_server(tmp_path: Path):
+def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path, bytes]]:
     cert_path, key_path, der = _cert(tmp_path)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert_path, key_path)
@@ -70,7 +71,7 @@ def tls_server(tmp_path: Path):
     t.join(timeout=5)
 
 
-def test_thumbprint_matches_certificate(tls_server) -> None:
+def test_thumbprint_matches_certificate(tls_server: tuple[int, Path, bytes]) -> None:
     port, cert_path, der = tls_server
     want = hashlib.sha1(der).hexdigest().upper()
     got = server_thumbprint("127.0.0.1", port, ca_path=str(cert_path))
@@ -78,7 +79,7 @@ def test_thumbprint_matches_certificate(tls_server) -> None:
     assert server_thumbprint("127.0.0.1", port, verify=False) == got
 
 
-def test_untrusted_certificate_is_refused(tls_server) -> None:
+def test_untrusted_certificate_is_refused(tls_server: tuple[int, Path, bytes]) -> None:
     port, _, _ = tls_server
     with pytest.raises(ssl.SSLError):
         server_thumbprint("127.0.0.1", port)  # system CAs do not trust the self-signed cert
