@@ -104,7 +104,7 @@ class CollectorState:
 
     filters: dict[str, FilterEntity] = field(default_factory=dict)
     version: int = 0
-    tokens: dict[str, list[tuple[Entity, list[str]]]] = field(default_factory=dict)
+    tokens: dict[str, tuple[list[tuple[Entity, list[str]]], int]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -114,16 +114,26 @@ def _value(obj: Entity, path: str) -> Any:
         val = obj.get(head)
     except KeyError:
         raise vmodl.query.InvalidProperty(name=path, msg=f"invalid property {path}") from None
+    holder: Any = obj.vim_type
+    name = head
     for part in rest.split(".") if rest else []:
         if val is None:
             return None
         if isinstance(val, list):
             raise vmodl.query.InvalidProperty(name=path, msg=f"invalid property {path}")
+        holder, name = type(val), part
         try:
             val = getattr(val, part)
         except AttributeError:
             raise vmodl.query.InvalidProperty(name=path,
                                               msg=f"invalid property {path}") from None
+    if type(val) is list:
+        # anyType serialization needs a typed array (ArrayOfXxx): use the declared type
+        try:
+            declared = holder._GetPropertyInfo(name).type
+            val = declared(val)
+        except (AttributeError, KeyError, TypeError):
+            pass
     return val
 
 
@@ -251,24 +261,25 @@ class Collector:
               version: str) -> str | None:
         if not items:
             return None
-        limit = (options.maxObjects if options is not None and options.maxObjects else
-                 self.page_size)
+        limit = options if isinstance(options, int) else (
+            options.maxObjects if options is not None and options.maxObjects else
+            self.page_size)
         page, rest = items[:limit], items[limit:]
         token = ""
         if rest:
             token = f"token-{next(_tokens)}"
             with state.lock:
-                state.tokens[token] = rest
+                state.tokens[token] = (rest, limit)
         body = f"<token>{token}</token>" if token else ""
         return f"<returnval>{body}{self.objects_xml(page, version)}</returnval>"
 
     def continue_ex(self, state: CollectorState, token: str, version: str) -> str | None:
         with state.lock:
-            items = state.tokens.pop(token, None)
-        if items is None:
+            entry = state.tokens.pop(token, None)
+        if entry is None:
             raise vmodl.fault.InvalidArgument(msg=f"unknown token {token}",
                                               invalidProperty="token")
-        return self._page(state, items, None, version)
+        return self._page(state, entry[0], entry[1], version)
 
     def cancel(self, state: CollectorState, token: str) -> None:
         with state.lock:
