@@ -16,8 +16,10 @@ sequences after c up to S, so writes made after S are never reported for S.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import threading
 import uuid as uuidlib
 from dataclasses import dataclass, field
@@ -94,7 +96,9 @@ def _grains(capacity: int) -> int:
     return (capacity + GRAIN_SIZE - 1) // GRAIN_SIZE
 
 
-def _runs(bitmap: bytes | bytearray, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+def _runs(
+    bitmap: bytes | bytearray, start: int = 0, end: int | None = None
+) -> list[tuple[int, int]]:
     """Runs of 1-bytes in a 0/1 bitmap[start:end] as (first, count) grain pairs."""
     stop_at = len(bitmap) if end is None else min(end, len(bitmap))
     out: list[tuple[int, int]] = []
@@ -165,6 +169,7 @@ class VirtualDisk:
         self._epoch = ""
         self._seq = 0
         self._changes: dict[tuple[str, int], bytearray] = {}
+        self._cbt_fd = -1  # file of the current change set (persisted like the maps)
         self._deleted = False
 
     # ----- paths -------------------------------------------------------------------------
@@ -323,6 +328,7 @@ class VirtualDisk:
             self._set_map(live, g0, g1 - g0)
             if self.cbt_enabled:
                 self._changes[(self._epoch, self._seq)][g0:g1] = b"\x01" * (g1 - g0)
+                _pwrite_all(self._cbt_fd, b"\x01" * (g1 - g0), g0)
 
     def zero(self, offset: int, length: int) -> None:
         """Explicit zeros written by the guest (a change like any other write)."""
@@ -347,13 +353,14 @@ class VirtualDisk:
             )
             if self.cbt_enabled:
                 self._seq += 1
-                self._changes[(self._epoch, self._seq)] = bytearray(_grains(self.capacity))
+                self._new_change_set()
             self._counter += 1
             stem = f"{self.name}-{self._counter:06d}"
             while (self._dir() / f"{stem}.vmdk").exists():
                 self._counter += 1
                 stem = f"{self.name}-{self._counter:06d}"
             self._layers.append(self._new_layer(stem, live.stem))
+            self._save()
             return FrozenPoint(self._ds_path(live.stem), change_id)
 
     def remove_snapshot(self, file: str) -> None:
@@ -391,6 +398,7 @@ class VirtualDisk:
                 self._write_descriptor(grandchild)
             self._drop_layer_files(child)
             self._gc_changes()
+            self._save()
 
     def frozen_points(self) -> dict[str, FrozenPoint]:
         """Current frozen layers with the changeId each was taken at."""
@@ -402,10 +410,53 @@ class VirtualDisk:
 
     # ----- CBT ---------------------------------------------------------------------------
 
+    def _cbt_dir(self) -> Path:
+        return self._store.state_dir / "disks" / f"{self.uuid}.cbt"
+
+    def _new_change_set(self) -> None:
+        """An empty change set for (epoch, seq), with its file open for writes."""
+        grains = _grains(self.capacity)
+        self._changes[(self._epoch, self._seq)] = bytearray(grains)
+        if self._cbt_fd >= 0:
+            os.close(self._cbt_fd)
+        self._cbt_dir().mkdir(parents=True, exist_ok=True)
+        path = self._cbt_dir() / f"{self._epoch}-{self._seq}"
+        self._cbt_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        _pwrite_all(self._cbt_fd, bytes(grains), 0)
+
     def _gc_changes(self) -> None:
         keep = {self._epoch} | {p.epoch for p in self._points.values()}
         for key in [k for k in self._changes if k[0] not in keep]:
             del self._changes[key]
+            try:
+                (self._cbt_dir() / f"{key[0]}-{key[1]}").unlink()
+            except FileNotFoundError:
+                pass
+
+    def _meta(self) -> dict[str, object]:
+        return {
+            "uuid": self.uuid,
+            "capacity": self.capacity,
+            "datastore": self.datastore,
+            "folder": self.folder,
+            "name": self.name,
+            "cbt_enabled": self.cbt_enabled,
+            "layers": [layer.stem for layer in self._layers],
+            "points": {k: [p.epoch, p.seq, p.change_id] for k, p in self._points.items()},
+            "aliases": self._aliases,
+            "counter": self._counter,
+            "epoch": self._epoch,
+            "seq": self._seq,
+            "change_sets": [[e, q] for e, q in self._changes],
+        }
+
+    def _save(self) -> None:
+        """Persist what is not in the layer files, so a new DiskStore can reopen the disk."""
+        path = self._store.state_dir / "disks" / f"{self.uuid}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self._meta(), indent=1))
+        os.replace(tmp, path)
 
     def set_cbt(self, enabled: bool) -> None:
         """Turn CBT on or off; turning it on (after it was off) starts a new epoch."""
@@ -415,17 +466,19 @@ class VirtualDisk:
                 self._start_epoch()
             elif not enabled:
                 self.cbt_enabled = False
+            self._save()
 
     def _start_epoch(self) -> None:
         self._epoch = str(uuidlib.uuid4())
         self._seq = 0
-        self._changes[(self._epoch, 0)] = bytearray(_grains(self.capacity))
+        self._new_change_set()
         self._gc_changes()
 
     def new_epoch(self) -> None:
         """A hard power-off or CBT corruption: earlier changeIds become invalid."""
         with self._lock:
             self._start_epoch()
+            self._save()
 
     def query_changed_areas(
         self, file: str, start_offset: int, change_id: str, max_extents: int = 2000
@@ -496,6 +549,7 @@ class VirtualDisk:
             self._write_descriptor(live)
             if self.cbt_enabled:
                 self._start_epoch()
+            self._save()
 
     def relocate(self, datastore: str, folder: str) -> dict[str, str]:
         """Storage vMotion: move every layer's files; returns old -> new datastore paths."""
@@ -520,6 +574,7 @@ class VirtualDisk:
                 old_dir.rmdir()
             except OSError:
                 pass
+            self._save()
             return moved
 
     def export_point_in_time(self, file: str, dest: Path) -> None:
@@ -552,11 +607,50 @@ class VirtualDisk:
                     os.close(layer.map_fd)
             self._layers = []
             self._deleted = True
+            if self._cbt_fd >= 0:
+                os.close(self._cbt_fd)
+                self._cbt_fd = -1
             if remove:
                 try:
                     self._dir().rmdir()
                 except OSError:
                     pass
+                shutil.rmtree(self._cbt_dir(), ignore_errors=True)
+                try:
+                    (self._store.state_dir / "disks" / f"{self.uuid}.json").unlink()
+                except FileNotFoundError:
+                    pass
+
+    @classmethod
+    def _reopen(cls, store: DiskStore, meta: dict) -> VirtualDisk:
+        """Rebuild a disk from its saved metadata and its layer files."""
+        disk = cls(store, meta["uuid"], int(meta["capacity"]), meta["datastore"],
+                   meta["folder"], meta["name"], bool(meta["cbt_enabled"]))
+        d = disk._dir()
+        parent = ""
+        for stem in meta["layers"]:
+            desc = dict(
+                line.split("=", 1) for line in (d / f"{stem}.vmdk").read_text().splitlines()
+                if "=" in line
+            )
+            capacity = int(desc["capacity"].strip('"'))
+            data_fd = os.open(d / f"{stem}.data", os.O_RDWR)
+            map_fd = os.open(d / f"{stem}.map", os.O_RDWR)
+            grain_map = bytearray((d / f"{stem}.map").read_bytes())
+            disk._layers.append(_Layer(stem, capacity, parent, grain_map, data_fd, map_fd))
+            parent = stem
+        disk._points = {k: _Point(v[0], int(v[1]), v[2]) for k, v in meta["points"].items()}
+        disk._aliases = dict(meta["aliases"])
+        disk._counter = int(meta["counter"])
+        disk._epoch = meta["epoch"]
+        disk._seq = int(meta["seq"])
+        for epoch, seq in meta["change_sets"]:
+            path = disk._cbt_dir() / f"{epoch}-{seq}"
+            disk._changes[(epoch, int(seq))] = bytearray(path.read_bytes())
+        if disk._epoch:
+            path = disk._cbt_dir() / f"{disk._epoch}-{disk._seq}"
+            disk._cbt_fd = os.open(path, os.O_RDWR)
+        return disk
 
 
 @dataclass
@@ -570,6 +664,10 @@ class DiskStore:
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
         (self.state_dir / "datastores").mkdir(parents=True, exist_ok=True)
+        # Reopen the disks an earlier DiskStore left in this state directory.
+        for meta_file in sorted((self.state_dir / "disks").glob("*.json")):
+            disk = VirtualDisk._reopen(self, json.loads(meta_file.read_text()))
+            self._disks[disk.uuid] = disk
 
     def datastore_dir(self, datastore: str) -> Path:
         """Directory backing a datastore name (created on demand)."""
@@ -602,6 +700,7 @@ class DiskStore:
                 disk._layers.append(disk._new_layer(name, ""))
                 if cbt_enabled:
                     disk._start_epoch()
+                disk._save()
             self._disks[disk_uuid] = disk
             return disk
 

@@ -284,3 +284,30 @@ def test_registry_files(tmp_path: Path) -> None:
     assert not (tmp_path / "vddk" / "faults").exists()
     with pytest.raises(ValueError):
         reg.publish_snapshot("../x", "s", [])
+
+
+def test_reopen_state_dir(tmp_path: Path) -> None:
+    first = DiskStore(tmp_path)
+    disk = first.create_disk("ds1", "vm-1", "vm-1", 16 * G, uuid="d-1", cbt_enabled=True)
+    disk.write(0, b"base" * 100)
+    s1 = disk.snapshot()
+    disk.write(5 * G, b"delta")
+    s2 = disk.snapshot()
+    disk.write(9 * G, b"unsealed")  # in the current sequence when the store goes away
+    live = disk.read(0, 16 * G)
+    live_file = disk.live_file
+    first.close()
+
+    second = DiskStore(tmp_path)
+    again = second.disk("d-1")
+    assert again.read(0, 16 * G) == live and again.live_file == live_file
+    assert again.read(0, 400, s1.file) == b"base" * 100
+    assert _grains_of(_all_extents(again, s2.file, s1.change_id)[0]) == {5}
+    s3 = again.snapshot()
+    assert s3.file == "[ds1] vm-1/vm-1-000003.vmdk"
+    assert _grains_of(_all_extents(again, s3.file, s2.change_id)[0]) == {9}
+    again.remove_snapshot(s1.file)
+    assert again.read(0, 16 * G) == live
+    second.delete_disk("d-1")
+    assert not list((tmp_path / "disks").glob("d-1*"))
+    second.close()
