@@ -217,6 +217,7 @@ class PreflightInput:
     source_server_id: str
     vm_instance_uuid: str
     run_id: str
+    vm_moref: str = ""
 
 
 @dataclass

@@ -236,7 +236,12 @@ class SourceServerWorkflow:
         sid = self._inp.source_server_id
         pre: PreflightResult = await workflow.execute_activity(
             "snapship.preflight",
-            PreflightInput(sid, self._inp.vm_instance_uuid, run_id),
+            PreflightInput(
+                sid,
+                self._inp.vm_instance_uuid,
+                run_id,
+                self._discovered.facts.moref if self._discovered else "",
+            ),
             result_type=PreflightResult,
             start_to_close_timeout=timedelta(minutes=10),
             retry_policy=VCENTER_RETRY,
@@ -258,7 +263,7 @@ class SourceServerWorkflow:
         self._set(drs=DRS.CREATING_SNAPSHOT)
         snapshot: SnapshotInfo | None = None
         shipped: ShipResult | None = None
-        group_id = f"{run_id}-a{attempt}"
+        group_id = f"{sid}/{run_id}-a{attempt}"
         try:
             snapshot = await workflow.execute_activity(
                 "snapship.create_snapshot",

@@ -1,0 +1,327 @@
+"""The snapshot-shipping run's activities: thin adapters from Temporal to snapship's library.
+
+Every activity is idempotent under retry: preflight removes only our own leftovers, snapshot
+creation is named per run attempt, shipping resumes from its heartbeat, tagging and deletion
+tolerate repeats, and removing an already-removed snapshot is a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from pyVmomi import vim
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.deps import WorkerDeps
+from snapship.ebs.groups import delete_snapshots, describe_group
+from snapship.ebs.retention import apply_retention as plan_and_apply_retention
+from snapship.ebs.writer import EbsSnapshotWriter, WriterSettings
+from snapship.messages import (
+    CreateSnapshotInput,
+    DiscardInput,
+    DiskAtSnapshot,
+    Eligibility,
+    EnsureCbtInput,
+    EnsureCbtResult,
+    GroupInput,
+    GroupResult,
+    LocationCheckInput,
+    LocationCheckResult,
+    PreflightInput,
+    PreflightResult,
+    RemoveSnapshotInput,
+    RetentionInput,
+    RetentionResult,
+    ShipInput,
+    ShippingProgress,
+    ShippingStarted,
+    ShipResult,
+    SnapshotInfo,
+    VmLocation,
+)
+from snapship.shipping import ShipCheckpoint, Shipper, VddkEndpoint
+from snapship.telemetry.logs import log_context
+from snapship.telemetry.metrics import observe_vcenter_call, shipping_slot
+from snapship.vsphere import location as vlocation
+from snapship.vsphere import snapshots as vsnap
+from snapship.vsphere.cbt import ensure_cbt_enabled
+from snapship.vsphere.eligibility import check_eligibility
+from snapship.vsphere.errors import ObjectNotFound, SnapshotRemovalInProgress
+from snapship.vsphere.facts import DatastoreFacts
+from snapship.vsphere.inventory import VM_PATHS, read_inventory, vm_facts_from_properties
+from snapship.vsphere.privileges import check_vm_privileges
+from snapship.vsphere.props import retrieve_object, retrieve_objects
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 3.0
+
+
+def _to_message_location(loc: vlocation.VmLocation) -> VmLocation:
+    return VmLocation(
+        host=loc.host_moref or "",
+        datastores=list(loc.datastore_morefs),
+        disk_files={str(d.device_key): d.base_file_name or "" for d in loc.disks},
+    )
+
+
+def _from_message_location(vm_moref: str, loc: VmLocation) -> vlocation.VmLocation:
+    return vlocation.VmLocation(
+        vm_moref=vm_moref,
+        host_moref=loc.host or None,
+        datastore_morefs=tuple(loc.datastores),
+        disks=tuple(
+            vlocation.DiskLocation(int(k), v or None, None)
+            for k, v in sorted(loc.disk_files.items(), key=lambda kv: int(kv[0]))
+        ),
+    )
+
+
+class ReplicationActivities:
+    def __init__(self, deps: WorkerDeps) -> None:
+        self.deps = deps
+        self._ship_pool = ThreadPoolExecutor(
+            max_workers=max(4, deps.config.replication.shipping_slots),
+            thread_name_prefix="ship",
+        )
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            self.preflight,
+            self.ensure_cbt,
+            self.create_snapshot,
+            self.ship,
+            self.location_check,
+            self.complete_group,
+            self.discard_snapshots,
+            self.remove_snapshot,
+            self.apply_retention,
+        ]
+
+    # ------------------------------------------------------------------ vCenter steps
+
+    def _find_vm(self, inp: PreflightInput) -> tuple[str, dict[str, Any]]:
+        """The VM by its discovered moref, checked against its instance UUID; else a search."""
+        with self.deps.vcenter() as session:
+            if inp.vm_moref:
+                try:
+                    props = retrieve_object(session, vim.VirtualMachine, inp.vm_moref, VM_PATHS)
+                    if str(props.get("config.instanceUuid", "")).lower() == inp.vm_instance_uuid:
+                        return inp.vm_moref, props
+                except ObjectNotFound:
+                    pass
+            inventory = read_inventory(session)
+            for vm in inventory.vms:
+                if (vm.instance_uuid or "").lower() == inp.vm_instance_uuid.lower():
+                    props = retrieve_object(session, vim.VirtualMachine, vm.moref, VM_PATHS)
+                    return vm.moref, props
+        raise ApplicationError(
+            f"VM with instance UUID {inp.vm_instance_uuid} is no longer in vCenter",
+            type="VmNotFound",
+            non_retryable=True,
+        )
+
+    @activity.defn(name="snapship.preflight")
+    def preflight(self, inp: PreflightInput) -> PreflightResult:
+        with log_context(source_server=inp.source_server_id, run_id=inp.run_id):
+            moref, props = self._find_vm(inp)
+            with self.deps.vcenter() as session:
+                # Our own leftovers (a crashed run) go first: they are not "foreign snapshots".
+                with observe_vcenter_call("RemoveSnapshot"):
+                    removed = vsnap.remove_own_leftovers(session, moref, inp.source_server_id)
+                if removed:
+                    log.info("removed leftover snapshots of ours: %s", removed)
+                    props = retrieve_object(session, vim.VirtualMachine, moref, VM_PATHS)
+                ds_refs = [str(d._moId) for d in props.get("datastore") or ()]
+                ds_props = retrieve_objects(
+                    session, vim.Datastore, ds_refs, ["name", "summary.type"]
+                )
+                datastores = {
+                    m: DatastoreFacts(
+                        m, str(p.get("name", m)), str(p.get("summary.type", "")), None
+                    )
+                    for m, p in ds_props.items()
+                }
+                facts = vm_facts_from_properties(moref, props, datastores=datastores)
+                result = check_eligibility(facts, self.deps.config.client_vm_uuid or None)
+                reasons = list(result.reasons)
+                if facts.consolidation_needed:
+                    raise ApplicationError(
+                        "vCenter reports that the VM's disks need consolidation; waiting for it "
+                        "before taking a new snapshot"
+                    )
+                with observe_vcenter_call("HasPrivilegeOnEntities"):
+                    report = check_vm_privileges(session, [moref])
+                if not report.ok:
+                    reasons.append(
+                        "missing vCenter privileges: "
+                        + ", ".join(p.name for ps in report.missing.values() for p in ps)
+                    )
+                loc = vlocation.location_from_properties(moref, props)
+            return PreflightResult(
+                vm_moref=moref,
+                vm_name=facts.name,
+                eligibility=Eligibility(not reasons, reasons, list(result.warnings)),
+                location=_to_message_location(loc),
+                removed_leftovers=removed,
+            )
+
+    @activity.defn(name="snapship.ensure_cbt")
+    def ensure_cbt(self, inp: EnsureCbtInput) -> EnsureCbtResult:
+        with self.deps.vcenter() as session, observe_vcenter_call("ReconfigVM"):
+            return EnsureCbtResult(changed=ensure_cbt_enabled(session, inp.vm_moref))
+
+    @activity.defn(name="snapship.create_snapshot")
+    def create_snapshot(self, inp: CreateSnapshotInput) -> SnapshotInfo:
+        with log_context(source_server=inp.source_server_id, run_id=inp.run_id):
+            with self.deps.vcenter() as session:
+                # A retry of this activity may find the snapshot an earlier attempt created.
+                name = vsnap.snapshot_name(inp.source_server_id, inp.run_id)
+                for ref in vsnap.list_snapshots(session, inp.vm_moref):
+                    if ref.name == name:
+                        vsnap.remove_snapshot(session, ref.moref)
+                busy = vsnap.snapshot_activity(session, inp.vm_moref)
+                if busy:
+                    raise SnapshotRemovalInProgress(inp.vm_moref, busy)
+                with observe_vcenter_call("CreateSnapshot"):
+                    created = vsnap.create_snapshot(
+                        session, inp.vm_moref, inp.source_server_id, inp.run_id,
+                        description="snapship replication point",
+                    )
+            disks = [
+                DiskAtSnapshot(
+                    device_key=d.device_key,
+                    disk_uuid=d.backing_uuid or "",
+                    capacity_bytes=d.capacity_bytes,
+                    change_id=d.change_id or "",
+                    file_name=d.file_name or "",
+                    label=d.label,
+                )
+                for d in created.disks
+                if d.backing_type == "VirtualDiskFlatVer2BackingInfo"
+            ]
+            return SnapshotInfo(
+                snapshot_moref=created.snapshot_moref,
+                name=created.name,
+                created_at=datetime.now(UTC).isoformat(),
+                disks=disks,
+            )
+
+    @activity.defn(name="snapship.location_check")
+    def location_check(self, inp: LocationCheckInput) -> LocationCheckResult:
+        with self.deps.vcenter() as session:
+            after = vlocation.record_location(session, inp.vm_moref)
+        before = _from_message_location(inp.vm_moref, inp.before)
+        change = vlocation.compare_locations(before, after)
+        return LocationCheckResult(change.moved, change.summary, _to_message_location(after))
+
+    @activity.defn(name="snapship.remove_snapshot")
+    def remove_snapshot(self, inp: RemoveSnapshotInput) -> None:
+        with self.deps.vcenter() as session, observe_vcenter_call("RemoveSnapshot"):
+            vsnap.remove_snapshot(session, inp.snapshot_moref)
+
+    # ------------------------------------------------------------------ EBS steps
+
+    @activity.defn(name="snapship.complete_group")
+    def complete_group(self, inp: GroupInput) -> GroupResult:
+        aws = self.deps.aws()
+        writer = EbsSnapshotWriter(aws.ebs, aws.ec2)
+        for sid in inp.snapshot_ids:
+            writer.wait_completed(sid)
+            activity.heartbeat(sid)
+        group = describe_group(aws.ec2, inp.group_id)
+        complete = group is not None and group.complete and set(group.snapshot_ids) == set(
+            inp.snapshot_ids
+        )
+        return GroupResult(inp.group_id, complete, list(inp.snapshot_ids))
+
+    @activity.defn(name="snapship.discard_snapshots")
+    def discard_snapshots(self, inp: DiscardInput) -> None:
+        log.info("discarding EBS snapshots %s: %s", inp.snapshot_ids, inp.reason)
+        delete_snapshots(self.deps.aws().ec2, inp.snapshot_ids)
+
+    @activity.defn(name="snapship.apply_retention")
+    def apply_retention(self, inp: RetentionInput) -> RetentionResult:
+        plan = plan_and_apply_retention(self.deps.aws().ec2, inp.source_server_id, inp.keep_groups)
+        return RetentionResult([g.group_id for g in plan.delete])
+
+    # ------------------------------------------------------------------ shipping
+
+    @activity.defn(name="snapship.ship")
+    async def ship(self, inp: ShipInput) -> ShipResult:
+        """Runs on the capped shipping queue; the blocking copy runs in a thread while this
+        coroutine heartbeats checkpoints, reports progress and relays cancellation."""
+        info = activity.info()
+        resume = ShipCheckpoint.from_dict(
+            info.heartbeat_details[0] if info.heartbeat_details else None
+        )
+        handle = activity.client().get_workflow_handle(inp.source_server_id)
+        await handle.signal("shipping_started", ShippingStarted(inp.run_id))
+        cancel = threading.Event()
+        latest: list[ShipCheckpoint] = [resume]
+        deps = self.deps
+        cfg = deps.config
+        loop = asyncio.get_running_loop()
+        endpoint = await loop.run_in_executor(
+            self._ship_pool,
+            lambda: VddkEndpoint(
+                server=cfg.vcenter.host,
+                port=cfg.vcenter.port,
+                thumbprint=deps.vcenter_thumbprint(),
+                username=cfg.vcenter.user,
+                password=deps.vcenter_password(),
+                transport_modes=cfg.replication.vddk_transport_modes,
+            ),
+        )
+        aws = deps.aws()
+        shipper_box: list[Shipper] = []
+
+        def run() -> ShipResult:
+            with deps.vcenter() as session, log_context(
+                source_server=inp.source_server_id, run_id=inp.run_id
+            ):
+                shipper = Shipper(
+                    session,
+                    deps.vddk(),
+                    endpoint,
+                    aws.ebs,
+                    aws.ec2,
+                    WriterSettings(max_in_flight=cfg.replication.ebs_concurrency),
+                    metrics=deps.metrics,
+                    on_checkpoint=lambda cp: latest.__setitem__(0, cp),
+                    cancel=cancel,
+                )
+                shipper_box.append(shipper)
+                return ShipResult(shipper.ship(inp, resume))
+
+        with shipping_slot(deps.metrics):
+            future = loop.run_in_executor(self._ship_pool, run)
+            try:
+                while True:
+                    done, _ = await asyncio.wait({future}, timeout=PROGRESS_EVERY_S)
+                    activity.heartbeat(latest[0].to_dict())
+                    if shipper_box:
+                        await handle.signal(
+                            "shipping_progress",
+                            ShippingProgress(inp.run_id, shipper_box[0].progress.snapshot()),
+                        )
+                    if done:
+                        return future.result()
+            except asyncio.CancelledError:
+                cancel.set()
+                try:
+                    await asyncio.shield(asyncio.wait_for(asyncio.wrap_future(future), 120))
+                except BaseException:
+                    pass
+                started = shipper_box[0].started_snapshot_ids if shipper_box else []
+                if started:
+                    await loop.run_in_executor(
+                        self._ship_pool, lambda: delete_snapshots(aws.ec2, started)
+                    )
+                raise

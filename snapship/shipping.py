@@ -1,0 +1,269 @@
+"""One VM's shipping step: changed areas -> 512 KiB blocks -> VDDK reads -> EBS snapshot.
+
+Usable without Temporal: the activity passes in the connections, a cancel event, and a callback
+that receives JSON-friendly checkpoints (it heartbeats them). Given the last checkpoint, a retried
+attempt resumes: finished disks are not shipped again and the current disk continues from its
+cursor, re-sending at most the blocks that were in flight when the last attempt died.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from snapship.blocks import extents_to_blocks, iter_blocks, volume_size_gib
+from snapship.ebs.groups import SnapshotTags
+from snapship.ebs.writer import Checkpoint, EbsSnapshotWriter, WriterSettings, client_token
+from snapship.messages import DiskProgress, DiskShipPlan, DiskShipResult, ShipInput
+from snapship.telemetry.metrics import METRICS, SnapshipMetrics
+from snapship.vddk.binding import VixDiskLib
+from snapship.vddk.reader import DiskReader
+from snapship.vsphere.cbt import query_changed_areas
+from snapship.vsphere.errors import CbtResetRequired
+from snapship.vsphere.session import VcenterSession
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VddkEndpoint:
+    """How VDDK reaches vCenter; the password is held only for ConnectEx."""
+
+    server: str
+    port: int
+    thumbprint: str
+    username: str
+    password: str = field(repr=False)
+    transport_modes: str = "nbdssl:nbd"
+
+
+@dataclass
+class ShipCheckpoint:
+    """Heartbeat details: finished disks and the position inside the current one."""
+
+    done: list[DiskShipResult] = field(default_factory=list)
+    device_key: int | None = None
+    full_sync: bool = False
+    parent_snapshot_id: str | None = None
+    writer: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> ShipCheckpoint:
+        if not raw:
+            return cls()
+        return cls(
+            done=[DiskShipResult(**d) for d in raw.get("done", [])],
+            device_key=raw.get("device_key"),
+            full_sync=bool(raw.get("full_sync", False)),
+            parent_snapshot_id=raw.get("parent_snapshot_id"),
+            writer=raw.get("writer"),
+        )
+
+
+@dataclass
+class ShipProgress:
+    """Thread-safe per-disk progress for the status query."""
+
+    disks: dict[int, DiskProgress] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def snapshot(self) -> list[DiskProgress]:
+        with self.lock:
+            return [DiskProgress(**asdict(d)) for d in self.disks.values()]
+
+
+class ShippingCancelled(Exception):
+    """The run was cancelled while shipping; started EBS snapshots are listed for cleanup."""
+
+
+class Shipper:
+    """Ships all disks of one VMware snapshot for one run."""
+
+    def __init__(
+        self,
+        session: VcenterSession,
+        vddk: VixDiskLib,
+        endpoint: VddkEndpoint,
+        ebs: Any,
+        ec2: Any,
+        settings: WriterSettings | None = None,
+        metrics: SnapshipMetrics | None = None,
+        on_checkpoint: Callable[[ShipCheckpoint], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.session = session
+        self.vddk = vddk
+        self.endpoint = endpoint
+        self.ebs = ebs
+        self.ec2 = ec2
+        self.settings = settings or WriterSettings()
+        self.metrics = metrics or METRICS
+        self.on_checkpoint = on_checkpoint
+        self.cancel = cancel or threading.Event()
+        self.progress = ShipProgress()
+        self.started_snapshot_ids: list[str] = []
+
+    def ship(self, inp: ShipInput, resume: ShipCheckpoint | None = None) -> list[DiskShipResult]:
+        state = resume or ShipCheckpoint()
+        done = {d.device_key: d for d in state.done}
+        for plan in inp.disks:
+            with self.progress.lock:
+                self.progress.disks[plan.device_key] = DiskProgress(
+                    device_key=plan.device_key,
+                    label=plan.label,
+                    total_bytes=plan.capacity_bytes,
+                    full_sync=plan.base_change_id is None,
+                )
+        for d in state.done:
+            self.started_snapshot_ids.append(d.ebs_snapshot_id)
+            with self.progress.lock:
+                p = self.progress.disks.get(d.device_key)
+                if p is not None:
+                    p.blocks_total = p.blocks_done = d.blocks_changed
+        for plan in inp.disks:
+            if plan.device_key in done:
+                continue
+            current = state if state.device_key == plan.device_key else None
+            result = self._ship_disk(inp, plan, current, list(done.values()))
+            done[plan.device_key] = result
+            self._checkpoint(ShipCheckpoint(done=list(done.values())))
+        return [done[p.device_key] for p in inp.disks]
+
+    def _checkpoint(self, cp: ShipCheckpoint) -> None:
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(cp)
+
+    def _changed_blocks(self, inp: ShipInput, plan: DiskShipPlan, base: str) -> list[int]:
+        extents = query_changed_areas(
+            self.session,
+            inp.vm_moref,
+            inp.snapshot_moref,
+            plan.device_key,
+            plan.capacity_bytes,
+            base,
+        )
+        return extents_to_blocks(extents, plan.capacity_bytes)
+
+    def _ship_disk(
+        self,
+        inp: ShipInput,
+        plan: DiskShipPlan,
+        resume: ShipCheckpoint | None,
+        done: list[DiskShipResult],
+    ) -> DiskShipResult:
+        full = plan.base_change_id is None
+        parent = plan.parent_snapshot_id
+        if resume is not None:
+            full, parent = resume.full_sync, resume.parent_snapshot_id
+        indices: list[int]
+        if full:
+            indices = self._changed_blocks(inp, plan, "*")
+        else:
+            try:
+                indices = self._changed_blocks(inp, plan, plan.base_change_id or "*")
+            except CbtResetRequired as err:
+                # CBT lost track (hard power-off, corruption): the chain restarts from scratch.
+                log.warning("disk %s: %s; shipping a full resync", plan.device_key, err)
+                full, parent = True, None
+                indices = self._changed_blocks(inp, plan, "*")
+        with self.progress.lock:
+            p = self.progress.disks[plan.device_key]
+            p.blocks_total = len(indices)
+            p.full_sync = full
+            if full and plan.base_change_id is not None:
+                p.note = "CBT reset by vCenter: full resync"
+
+        def on_writer_checkpoint(cp: Checkpoint) -> None:
+            with self.progress.lock:
+                p.blocks_done = cp.counters.blocks_seen
+                p.bytes_shipped = cp.counters.bytes_sent
+            self._checkpoint(
+                ShipCheckpoint(
+                    done=done,
+                    device_key=plan.device_key,
+                    full_sync=full,
+                    parent_snapshot_id=parent,
+                    writer=cp.to_dict(),
+                )
+            )
+
+        writer = EbsSnapshotWriter(
+            self.ebs,
+            self.ec2,
+            self.settings,
+            cancel=self.cancel,
+            on_checkpoint=on_writer_checkpoint,
+        )
+        if resume is not None and resume.writer:
+            cp = Checkpoint.from_dict(resume.writer)
+            upload = writer.resume(cp.snapshot_id, cp.cursor, parent, cp.high_water)
+        else:
+            tags = SnapshotTags(
+                group_id=inp.group_id,
+                source_server=inp.source_server_id,
+                disk_uuid=plan.disk_uuid,
+                device_key=plan.device_key,
+                run_id=inp.run_id,
+                point_in_time=inp.point_in_time,
+                vm_name=inp.vm_name,
+                group_size=len(inp.disks),
+            ).to_dict()
+            upload = writer.start(
+                volume_size_gib=volume_size_gib(plan.capacity_bytes),
+                parent_snapshot_id=parent,
+                client_token=client_token(
+                    inp.source_server_id, plan.disk_uuid, plan.device_key, inp.run_id,
+                    "full" if full else "incremental",
+                ),
+                tags=tags,
+                description=f"snapship {inp.vm_name} disk {plan.device_key} {inp.run_id}",
+            )
+        self.started_snapshot_ids.append(upload.snapshot_id)
+        # Announce the snapshot id before the first block, so a crash right now still resumes.
+        on_writer_checkpoint(upload.checkpoint())
+        if upload.start_status != "completed":
+            with DiskReader(
+                self.vddk,
+                server=self.endpoint.server,
+                port=self.endpoint.port,
+                thumbprint=self.endpoint.thumbprint,
+                username=self.endpoint.username,
+                password=self.endpoint.password,
+                vm_moref=inp.vm_moref,
+                snapshot_moref=inp.snapshot_moref,
+                disk_path=plan.file_name,
+                transport_modes=self.endpoint.transport_modes,
+                max_handles=1,
+            ) as reader:
+                writer.put_blocks(upload, iter_blocks(reader.read, indices, plan.capacity_bytes))
+            writer.complete(upload)
+        c = upload.counters
+        labels = {"source_server": inp.source_server_id}
+        self.metrics.bytes_read.labels(**labels).inc(c.bytes_read)
+        self.metrics.bytes_shipped.labels(**labels).inc(c.bytes_sent)
+        self.metrics.bytes_skipped_zero.labels(**labels).inc(
+            c.zero_blocks_skipped * 524288
+        )
+        self.metrics.blocks_written.labels(**labels).inc(c.blocks_sent)
+        with self.progress.lock:
+            p.blocks_done = len(indices)
+            p.bytes_shipped = c.bytes_sent
+        return DiskShipResult(
+            device_key=plan.device_key,
+            disk_uuid=plan.disk_uuid,
+            ebs_snapshot_id=upload.snapshot_id,
+            full_sync=full,
+            blocks_changed=len(indices),
+            blocks_written=c.blocks_sent,
+            zero_blocks_skipped=c.zero_blocks_skipped,
+            bytes_read=c.bytes_read,
+            bytes_shipped=c.bytes_sent,
+            resumed_blocks=c.blocks_below_cursor,
+            resent_blocks=c.blocks_resent_after_resume,
+        )

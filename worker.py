@@ -1,0 +1,124 @@
+"""snapship's worker: the control task queue and the capped shipping task queue.
+
+The shipping queue's worker slots ARE the parallel cap (MGN: at most 50 VMs ship at once); VMs
+beyond it wait visibly as PENDING_SNAPSHOT_SHIPPING because their ship activity sits in the queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.deps import WorkerDeps
+from activities.discovery import DiscoveryActivities
+from activities.replication import ReplicationActivities
+from snapship.codec import EncryptionCodec
+from snapship.codec_server import start_codec_server
+from snapship.config import MAX_SHIPPING_SLOTS, ClientConfig, ConfigError, default_data_dir
+from snapship.runtime import connect_client, load_keyring
+from snapship.telemetry.logs import configure_logging
+from snapship.telemetry.metrics import start_metrics_server, temporal_runtime
+from workflows.discovery import DiscoveryWorkflow
+from workflows.source_server import SourceServerWorkflow
+
+log = logging.getLogger("snapship.worker")
+HEARTBEAT_THROTTLE = timedelta(seconds=2)
+
+
+def shipping_slots(config: ClientConfig) -> int:
+    return max(1, min(MAX_SHIPPING_SLOTS, config.replication.shipping_slots))
+
+
+def build_workers(client: Client, config: ClientConfig, deps: WorkerDeps) -> list[Worker]:
+    replication = ReplicationActivities(deps)
+    discovery = DiscoveryActivities(deps)
+    control_acts = [a for a in replication.all() if a != replication.ship] + discovery.all()
+    control = Worker(
+        client,
+        task_queue=config.temporal.control_task_queue,
+        workflows=[SourceServerWorkflow, DiscoveryWorkflow],
+        activities=control_acts,
+        activity_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity"),
+        max_concurrent_activities=32,
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+    )
+    shipping = Worker(
+        client,
+        task_queue=config.temporal.shipping_task_queue,
+        activities=[replication.ship],
+        max_concurrent_activities=shipping_slots(config),
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+    )
+    return [control, shipping]
+
+
+async def run_worker(config: ClientConfig, stop: asyncio.Event, metrics: bool = True) -> None:
+    runtime = None
+    if metrics:
+        start_metrics_server(config.telemetry.metrics_port, config.telemetry.metrics_address)
+        runtime = temporal_runtime(
+            config.telemetry.temporal_metrics_port, config.telemetry.metrics_address
+        )
+    codec_server = start_codec_server(
+        EncryptionCodec(load_keyring(config)),
+        port=config.telemetry.codec_port,
+        addr=config.telemetry.codec_address,
+    )
+    client = await connect_client(config, runtime=runtime)
+    deps = WorkerDeps(config)
+    workers = build_workers(client, config, deps)
+    log.info(
+        "worker running: control=%s shipping=%s slots=%d codec=http://%s:%d",
+        config.temporal.control_task_queue,
+        config.temporal.shipping_task_queue,
+        shipping_slots(config),
+        codec_server.host,
+        codec_server.port,
+    )
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        await stop.wait()
+    finally:
+        await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+        for t in tasks:
+            t.cancel()
+        codec_server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="snapship-worker", description=__doc__)
+    parser.add_argument("--data-dir", type=Path, default=None, help="client data directory")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        config = ClientConfig.load(args.data_dir or default_data_dir())
+    except ConfigError as err:
+        print(f"snapship-worker: {err}", file=sys.stderr)
+        return 2
+
+    async def amain() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(config, stop, metrics=not args.no_metrics)
+
+    asyncio.run(amain())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
