@@ -304,7 +304,7 @@ def test_reopen_state_dir(tmp_path: Path) -> None:
     assert again.read(0, 400, s1.file) == b"base" * 100
     assert _grains_of(_all_extents(again, s2.file, s1.change_id)[0]) == {5}
     s3 = again.snapshot()
-    assert s3.file == "[ds1] vm-1/vm-1-000003.vmdk"
+    assert s3.file == live_file and again.live_file == "[ds1] vm-1/vm-1-000003.vmdk"
     assert _grains_of(_all_extents(again, s3.file, s2.change_id)[0]) == {9}
     again.remove_snapshot(s1.file)
     assert again.read(0, 16 * G) == live
