@@ -36,7 +36,9 @@ class Console:
     data_dir: Path
 
 
-def server(name: str, uuid_: str, eligible: bool = True, tags: dict[str, str] | None = None):
+def server(
+    name: str, uuid_: str, eligible: bool = True, tags: dict[str, str] | None = None
+) -> DiscoveredServer:
     reasons = [] if eligible else ["The VM has VMware snapshots (before-patch); delete them."]
     return DiscoveredServer(
         facts=VmFacts(moref=f"vm-{name}", name=name, instance_uuid=uuid_),
@@ -100,7 +102,9 @@ async def wait_listed(c: Console, count: int) -> None:
     raise AssertionError("servers never became visible")
 
 
-async def test_discovered_view_lists_servers_with_mgn_columns(console: Console, capsys) -> None:
+async def test_discovered_view_lists_servers_with_mgn_columns(
+    console: Console, capsys: pytest.CaptureFixture[str]
+) -> None:
     await wait_listed(console, 3)
     d = str(console.data_dir)
     code, out, _ = await run_cli(capsys, "servers", "--data-dir", d, "--discovered")
@@ -134,7 +138,9 @@ async def test_discovered_view_lists_servers_with_mgn_columns(console: Console, 
     assert all(r["lifecycle_step"] == "Not started" for r in rows)
 
 
-async def test_replicate_reports_each_server_and_refusals(console: Console, capsys) -> None:
+async def test_replicate_reports_each_server_and_refusals(
+    console: Console, capsys: pytest.CaptureFixture[str]
+) -> None:
     await wait_listed(console, 3)
     d = str(console.data_dir)
     # Stopping servers that do not replicate: every one refused, with the validator's reason.
@@ -179,7 +185,9 @@ async def test_replicate_reports_each_server_and_refusals(console: Console, caps
     assert code == 1 and "nope-*: no source server matches" in err
 
 
-async def test_show_renders_migration_dashboard(console: Console, capsys) -> None:
+async def test_show_renders_migration_dashboard(
+    console: Console, capsys: pytest.CaptureFixture[str]
+) -> None:
     await wait_listed(console, 3)
     d = str(console.data_dir)
     code, out, _ = await run_cli(capsys, "servers", "show", "db-01", "--data-dir", d)
@@ -191,6 +199,8 @@ async def test_show_renders_migration_dashboard(console: Console, capsys) -> Non
     assert code == 1 and "No source server is named 'missing-vm'" in err
 
 
-async def test_console_without_install_says_what_to_run(tmp_path: Path, capsys) -> None:
+async def test_console_without_install_says_what_to_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = await run_cli(capsys, "servers", "--data-dir", str(tmp_path / "none"))
     assert code == 1 and "snapship install" in err
