@@ -378,6 +378,7 @@ class VM(Entity):
         self.current: Snapshot | None = None
         self.consolidation_needed = False
         self.busy: str | None = None   # name of a running exclusive task (e.g. consolidation)
+        self.busy_task: Any = None
         self.lock = threading.RLock()
         self.change_version = 0
 

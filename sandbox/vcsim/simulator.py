@@ -410,7 +410,8 @@ class Simulator:
                 raise vmodl.fault.NotSupported(msg="Snapshots are not supported on templates")
             if vm.busy:
                 raise vim.fault.TaskInProgress(
-                    msg=f"Another task is already in progress ({vm.busy}).", task=None)
+                    msg=f"Another task is already in progress ({vm.busy}).",
+                    task=vm.busy_task or vim.Task("task-internal"))
             sid = max([s.sid for s in vm.snapshots()] + [0]) + 1
             snap = Snapshot(moref=f"snapshot-{vm.moref.split('-')[-1]}-{sid}", vm=vm,
                             name=name, description=description, sid=sid, created=model.now(),
@@ -468,8 +469,9 @@ class Simulator:
             if vm.busy:
                 raise vim.fault.TaskInProgress(
                     msg=f"Another task is already in progress ({vm.busy}).",
-                    task=task.ref() if task else None)
+                    task=vm.busy_task or vim.Task("task-internal"))
             vm.busy = "RemoveSnapshot"
+            vm.busy_task = task.ref() if task else vim.Task("task-internal")
         try:
             victims = [snap]
             if remove_children:
@@ -490,6 +492,7 @@ class Simulator:
         finally:
             with vm.lock:
                 vm.busy = None
+                vm.busy_task = None
                 vm.touch()
 
     def _remove_one(self, vm: VM, s: Snapshot) -> None:
@@ -606,7 +609,8 @@ class Simulator:
     def relocate(self, vm: VM, host: Host | None, datastore: Datastore | None) -> None:
         with vm.lock:
             if vm.busy:
-                raise vim.fault.TaskInProgress(msg=f"Another task is in progress ({vm.busy}).")
+                raise vim.fault.TaskInProgress(msg=f"Another task is in progress ({vm.busy}).",
+                                               task=vm.busy_task or vim.Task("task-internal"))
             if host is not None:
                 vm.host = host
             if datastore is not None and datastore is not vm.datastore:
@@ -676,7 +680,7 @@ class Simulator:
                 msg=f"Permission to perform this operation was denied. ({privilege} on "
                     f"{entity.name})", object=entity.ref(), privilegeId=privilege,
                 missingPrivileges=[vim.fault.NoPermission.EntityPrivileges(
-                    entity=entity.ref(), privileges=[privilege])])
+                    entity=entity.ref(), privilegeIds=[privilege])])
 
     def close(self) -> None:
         self.store.close()

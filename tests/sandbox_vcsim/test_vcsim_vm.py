@@ -1,0 +1,156 @@
+"""VM operations over the wire: tasks, snapshots, CBT queries, migrations, privileges."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from pyVim.task import WaitForTask
+from pyVmomi import vim, vmodl
+
+from .conftest import connect, find_vm
+
+
+def _disks(cfg):
+    return [d for d in cfg.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
+
+
+def test_snapshot_lifecycle_with_cbt(sim, si) -> None:
+    vm = find_vm(si, "web-01")
+    sim.admin.write("web-01", 0, b"A" * 100_000)
+    t = vm.CreateSnapshot_Task("s1", "first", False, False)
+    assert WaitForTask(t) == "success"
+    s1 = t.info.result
+    assert vm.snapshot.currentSnapshot == s1
+    assert [s.name for s in vm.snapshot.rootSnapshotList] == ["s1"]
+    d1 = _disks(s1.config)[0]
+    assert d1.backing.changeId and "/" in d1.backing.changeId
+    assert d1.backing.fileName != _disks(vm.config)[0].backing.fileName
+    assert d1.backing.fileName == sim.admin.vm("web-01")["snapshots"][0]["disks"]["2000"]["file"]
+    allocated = vm.QueryChangedDiskAreas(s1, 2000, 0, "*")
+    assert [(e.start, e.length) for e in allocated.changedArea] == [(0, 131072)]
+    sim.admin.write("web-01", 1_048_576, b"B" * 10)
+    t2 = vm.CreateSnapshot_Task("s2", "", False, False)
+    WaitForTask(t2)
+    s2 = t2.info.result
+    changed = vm.QueryChangedDiskAreas(s2, 2000, 0, d1.backing.changeId)
+    assert [(e.start, e.length) for e in changed.changedArea] == [(1_048_576, 65536)]
+    assert changed.length == 2 * 1024 * 1024
+    # frozen content at s1 is what was written before it
+    assert sim.admin.read("web-01", 1_048_576, 10, file=d1.backing.fileName) == b"\0" * 10
+    assert WaitForTask(s1.RemoveSnapshot_Task(False)) == "success"
+    assert WaitForTask(s2.RemoveSnapshot_Task(False)) == "success"
+    assert vm.snapshot is None
+
+
+def test_query_faults(sim, si) -> None:
+    vm = find_vm(si, "db-01")
+    t = vm.CreateSnapshot_Task("q", "", False, False)
+    WaitForTask(t)
+    snap = t.info.result
+    cid = _disks(snap.config)[0].backing.changeId
+    with pytest.raises(vmodl.fault.InvalidArgument):
+        vm.QueryChangedDiskAreas(snap, 2000, 1024 * 1024, cid)
+    with pytest.raises(vmodl.fault.InvalidArgument):
+        vm.QueryChangedDiskAreas(snap, 2999, 0, cid)
+    sim.admin.qcda_filefault(1)
+    with pytest.raises(vim.fault.FileFault):
+        vm.QueryChangedDiskAreas(snap, 2000, 0, cid)
+    assert vm.QueryChangedDiskAreas(snap, 2000, 0, cid).length == 1024 * 1024
+    # the independent disk is not part of the snapshot
+    assert len([d for d in _disks(snap.config) if d.backing.changeId]) == 1
+    sim.admin.power("db-01", "hard-off")
+    t = vm.CreateSnapshot_Task("after-crash", "", False, False)
+    WaitForTask(t)
+    with pytest.raises(vim.fault.FileFault):   # changeId from the epoch before the crash
+        vm.QueryChangedDiskAreas(t.info.result, 2000, 0, cid)
+    WaitForTask(snap.RemoveSnapshot_Task(True))
+    lab = find_vm(si, "lab-01")
+    t = lab.CreateSnapshot_Task("nocbt", "", False, False)
+    WaitForTask(t)
+    with pytest.raises(vim.fault.FileFault):
+        lab.QueryChangedDiskAreas(t.info.result, 2000, 0, "*")
+    WaitForTask(t.info.result.RemoveSnapshot_Task(False))
+
+
+def test_consolidation_blocks_new_snapshot(sim, si) -> None:
+    sim.admin.configure(consolidation_seconds=1.0)
+    try:
+        vm = find_vm(si, "web-01")
+        t = vm.CreateSnapshot_Task("c1", "", False, False)
+        WaitForTask(t)
+        rm = t.info.result.RemoveSnapshot_Task(False)
+        time.sleep(0.2)
+        t2 = vm.CreateSnapshot_Task("c2", "", False, False)
+        with pytest.raises(vim.fault.TaskInProgress):
+            WaitForTask(t2)
+        assert WaitForTask(rm) == "success"
+    finally:
+        sim.admin.configure(consolidation_seconds=0.05)
+
+
+def test_reconfig_relocate_migrate_power(sim, si) -> None:
+    vm = find_vm(si, "lab-01")
+    spec = vim.vm.ConfigSpec(changeTrackingEnabled=True, deviceChange=[
+        vim.vm.device.VirtualDeviceSpec(operation="add", fileOperation="create",
+                                        device=vim.vm.device.VirtualDisk(capacityInKB=512))])
+    assert WaitForTask(vm.ReconfigVM_Task(spec)) == "success"
+    assert vm.config.changeTrackingEnabled is True
+    assert len(_disks(vm.config)) == 2
+    ds2 = [d for d in si.content.rootFolder.childEntity[0].datastore if d.name == "ds2"][0]
+    esx2 = [h for h in si.content.rootFolder.childEntity[0].hostFolder.childEntity[0].host
+            if h.name == "esx2"][0]
+    assert WaitForTask(vm.RelocateVM_Task(vim.vm.RelocateSpec(datastore=ds2, host=esx2))) \
+        == "success"
+    assert vm.runtime.host.name == "esx2"
+    assert all(d.backing.fileName.startswith("[ds2]") for d in _disks(vm.config))
+    esx1 = [h for h in esx2.parent.host if h.name == "esx1"][0]
+    assert WaitForTask(vm.MigrateVM_Task(host=esx1, priority="defaultPriority")) == "success"
+    assert vm.runtime.host.name == "esx1"
+    state = vm.runtime.powerState
+    task = vm.PowerOffVM_Task() if state == "poweredOn" else vm.PowerOnVM_Task()
+    WaitForTask(task)
+    assert vm.runtime.powerState != state
+
+
+def test_injected_task_failure_and_template(sim, si) -> None:
+    sim.admin.fail_tasks("CreateSnapshot", 1, "FileFault", "disk locked")
+    vm = find_vm(si, "web-01")
+    with pytest.raises(vim.fault.FileFault):
+        WaitForTask(vm.CreateSnapshot_Task("f", "", False, False))
+    with pytest.raises(vmodl.fault.NotSupported):
+        WaitForTask(find_vm(si, "tmpl").CreateSnapshot_Task("t", "", False, False))
+
+
+def test_privileges_per_user_and_entity(sim, si) -> None:
+    auth = si.content.authorizationManager
+    web, lab = find_vm(si, "web-01"), find_vm(si, "lab-01")
+    res = auth.FetchUserPrivilegeOnEntities([web, lab], "backup@vsphere.local")
+    privs = {r.entity._moId: set(r.privileges) for r in res}
+    assert "VirtualMachine.State.CreateSnapshot" in privs[web._moId]
+    assert privs[lab._moId] == set()
+    b = connect(sim, "backup@vsphere.local")
+    key = b.content.sessionManager.currentSession.key
+    ent = auth.HasPrivilegeOnEntities([web, lab], key, ["VirtualMachine.State.CreateSnapshot"])
+    granted = {e.entity._moId: e.privAvailability[0].isGranted for e in ent}
+    assert granted == {web._moId: True, lab._moId: False}
+    viewer = connect(sim, "viewer@vsphere.local")
+    with pytest.raises(vim.fault.NoPermission):
+        find_vm(viewer, "web-01").CreateSnapshot_Task("x", "", False, False)
+
+
+def test_cbt_not_active_until_first_snapshot_and_history(sim, si, tmp_path: Path) -> None:
+    sim.admin.configure(record_snapshot_content=True)
+    vm = find_vm(si, "old")
+    sim.admin.write("old", 0, b"Z" * 10)
+    t = vm.CreateSnapshot_Task("h1", "", False, False)
+    WaitForTask(t)
+    first = t.info.result
+    assert _disks(first.config)[0].backing.changeId is None
+    with pytest.raises(vim.fault.FileFault):
+        vm.QueryChangedDiskAreas(first, 2000, 0, "*")
+    hist = [h for h in sim.admin.history() if h["vm"] == "old"]
+    assert hist and Path(hist[-1]["disks"]["2000"]).read_bytes()[:10] == b"Z" * 10
+    sim.admin.configure(record_snapshot_content=False)
+    WaitForTask(first.RemoveSnapshot_Task(False))
