@@ -62,6 +62,19 @@ struct stub_handle {
 };
 
 static unsigned long read_counter; /* shared by all handles: deterministic fault injection */
+static VixDiskLibGenericLogFunc *log_func; /* set once by InitEx, may be NULL */
+
+/* Log like the real library does: through the caller's callback, with a va_list. */
+static void stub_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void stub_log(const char *fmt, ...)
+{
+   if (!log_func)
+      return;
+   va_list ap;
+   va_start(ap, fmt);
+   log_func(fmt, ap);
+   va_end(ap);
+}
 
 /* ----- small helpers ------------------------------------------------------------------- */
 
@@ -300,14 +313,14 @@ VixError VixDiskLib_InitEx(uint32_t majorVersion, uint32_t minorVersion,
                            VixDiskLibGenericLogFunc *panic, const char *libDir,
                            const char *configFile)
 {
-   (void)minorVersion;
-   (void)log;
    (void)warn;
    (void)panic;
-   (void)libDir;
    (void)configFile;
    if (majorVersion > VIXDISKLIB_VERSION_MAJOR)
       return VIX_E_NOT_SUPPORTED;
+   log_func = log;
+   stub_log("VixDiskLib: snapship stub %u.%u initialised, libDir=%s\n", majorVersion,
+            minorVersion, libDir ? libDir : "(null)");
    return VIX_OK;
 }
 
@@ -486,6 +499,8 @@ VixError VixDiskLib_Open(const VixDiskLibConnection connection, const char *path
       return err;
    }
    load_faults(h, c->state);
+   stub_log("VixDiskLib: Open %s (%d links, %llu sectors, mode %s)\n", path, h->depth,
+            (unsigned long long)(h->capacity / VIXDISKLIB_SECTOR_SIZE), c->mode);
    *diskHandle = h;
    return VIX_OK;
 }

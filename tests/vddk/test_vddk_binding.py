@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from vddk_support import HOST, PASSWORD, PORT, THUMB, USER, Env, pattern
+from vddk_support import HOST, PASSWORD, PORT, STUB_DIR, THUMB, USER, Env, pattern
 
 from snapship.vddk import binding as b
 from snapship.vddk.binding import VddkError
@@ -277,3 +280,46 @@ def test_snapshot_is_frozen_while_guest_writes(env: Env) -> None:
     assert writes[0] > 10
     assert results == [expected] * 3
     assert disk.read(0, cap) != pattern(0, cap, 3)  # the live disk did change
+
+
+def test_ctypes_layout_equals_c_header(tmp_path: Path) -> None:
+    src = tmp_path / "layout.c"
+    src.write_text(
+        "#include <stdio.h>\n#include <stddef.h>\n#include \"vixDiskLib.h\"\n"
+        "int main(void){printf(\"%zu %zu %zu %zu %zu %zu %zu\",\n"
+        " sizeof(VixDiskLibConnectParams), offsetof(VixDiskLibConnectParams, creds),\n"
+        " offsetof(VixDiskLibConnectParams, port), offsetof(VixDiskLibConnectParams, specType),\n"
+        " sizeof(VixDiskLibInfo), offsetof(VixDiskLibInfo, capacity),\n"
+        " offsetof(VixDiskLibBlockList, blocks));return 0;}\n"
+    )
+    exe = tmp_path / "layout"
+    subprocess.run(["gcc", f"-I{STUB_DIR}", "-o", str(exe), str(src)], check=True)
+    got = [int(x) for x in subprocess.run([str(exe)], capture_output=True, text=True,
+                                          check=True).stdout.split()]
+    cp = b.VixDiskLibConnectParams
+    assert got == [ctypes.sizeof(cp), cp.creds.offset, cp.port.offset, cp.specType.offset,
+                   ctypes.sizeof(b.VixDiskLibInfo), b.VixDiskLibInfo.capacity.offset,
+                   b.VixDiskLibBlockList.blocks.offset]
+
+
+def test_transport_modes(env: Env) -> None:
+    disk = env.store.create_disk("ds1", "vm-1", "vm-1", MIB)
+    point = env.publish(disk)
+    with env.reader(point, transport_modes="hotadd:nbd") as r:
+        assert r.transport_mode == "nbd"
+    e = _connect_err(env, transport_modes="hotadd")
+    assert e.code == b.VIX_E_NOT_SUPPORTED
+
+
+def test_library_log_callback_formats_va_list(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    disk = env.store.create_disk("ds1", "vm-1", "vm-1", MIB)
+    point = env.publish(disk)
+    with caplog.at_level(logging.DEBUG, logger="snapship.vddk.binding"), env.reader(point):
+        pass
+    assert any(
+        f"Open {point.file} (1 links, {MIB // 512} sectors, mode nbdssl)" in r.getMessage()
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
+    assert all(PASSWORD not in r.getMessage() for r in caplog.records)
