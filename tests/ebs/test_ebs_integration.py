@@ -227,7 +227,7 @@ def test_reader_follows_pages_including_empty_ones(aws: Any, clients: AwsClients
     assert read_snapshot(clients.ebs, up.snapshot_id, len(disk)) == bytes(disk)
 
 
-def test_wait_completed_reports_error_state_and_timeout(aws: Any, clients: AwsClients) -> None:
+def test_wait_completed_times_out_while_sealing(aws: Any, clients: AwsClients) -> None:
     aws.admin.set_faults(complete_delay_seconds=30)
     writer = EbsSnapshotWriter(clients.ebs, clients.ec2, fast())
     up = writer.start(1, None, client_token(RUN, "d0", "slow"))
@@ -237,3 +237,16 @@ def test_wait_completed_reports_error_state_and_timeout(aws: Any, clients: AwsCl
 
     with pytest.raises(SnapshotWaitTimeout):
         writer.wait_completed(up.snapshot_id, timeout_s=0.3)
+
+
+def test_snapshot_timed_out_into_error_is_reported(aws: Any, clients: AwsClients) -> None:
+    writer = EbsSnapshotWriter(clients.ebs, clients.ec2, fast())
+    up = writer.start(1, None, client_token(RUN, "d0", "expire"), timeout_minutes=10)
+    writer.put_blocks(up, iter([(0, b"\x01" * BS)]))
+    aws.admin.advance_clock(11 * 60)  # no put/complete within Timeout -> error
+    with pytest.raises(EbsCallError) as err:
+        writer.wait_completed(up.snapshot_id, timeout_s=10)
+    assert err.value.code == "SnapshotError" and "error" in str(err.value)
+    with pytest.raises(EbsCallError) as put_err:
+        writer.put_blocks(up, iter([(1, b"\x01" * BS)]))
+    assert put_err.value.code == "ValidationException" and not put_err.value.retryable
