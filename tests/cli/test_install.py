@@ -12,13 +12,21 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from install_support import (
+    ADMIN,
+    ADMIN_PW,
+    LIMITED,
+    LIMITED_PW,
+    ROOT,
+    InstallEnv,
+    tree_state,
+)
 
 from snapship import __version__
 from snapship.cli import app
 from snapship.cli import install as install_cli
 from snapship.config import ClientConfig
 from snapship.secrets import SecretStore
-from tests.cli.conftest import ADMIN, ADMIN_PW, LIMITED, LIMITED_PW, ROOT, InstallEnv, tree_state
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
