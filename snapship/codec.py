@@ -35,7 +35,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 
-from snapship.secrets import Secret, register_secret_value
+from snapship.secrets import Secret, contains_secret_value, register_secret_value
 
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
@@ -45,6 +45,10 @@ NONCE_BYTES = 12
 
 class CodecError(ValueError):
     """A payload that cannot be decrypted, with a reason an operator can act on."""
+
+
+class SecretInPayloadError(CodecError):
+    """A payload about to be stored contains the value of a registered secret."""
 
 
 class UnknownKeyError(CodecError):
@@ -144,8 +148,12 @@ class KeyRing:
 class EncryptionCodec(temporalio.converter.PayloadCodec):
     """AES-256-GCM payload codec with key rotation (see module docstring for the format)."""
 
-    def __init__(self, keyring: KeyRing) -> None:
+    def __init__(self, keyring: KeyRing, refuse_secrets: bool = True) -> None:
+        """`refuse_secrets`: fail encoding of any payload that contains a registered secret
+        value (see `snapship.secrets.contains_secret_value`), because workflows must carry only
+        secret names; encryption is not a licence to store credentials in the history."""
         self._keyring = keyring
+        self._refuse_secrets = refuse_secrets
         self._ciphers = {kid: AESGCM(key) for kid, key in keyring.keys.items()}
 
     @property
@@ -166,8 +174,14 @@ class EncryptionCodec(temporalio.converter.PayloadCodec):
         aad = kid.encode("ascii")
         out = []
         for payload in payloads:
+            plain = payload.SerializeToString()
+            if self._refuse_secrets and contains_secret_value(plain):
+                raise SecretInPayloadError(
+                    "Refusing to store a Temporal payload that contains a credential value; "
+                    "pass the secret's name (snapship.secrets) and resolve it in the activity"
+                )
             nonce = os.urandom(NONCE_BYTES)
-            sealed = cipher.encrypt(nonce, payload.SerializeToString(), aad)
+            sealed = cipher.encrypt(nonce, plain, aad)
             out.append(
                 Payload(
                     metadata={"encoding": ENCODING, KEY_ID_METADATA: aad},

@@ -60,6 +60,33 @@ def add_secret_value_listener(listener: Callable[[str], None]) -> None:
         listener(value)
 
 
+#: Values shorter than this are not searched for in payloads (too likely to occur by chance).
+MIN_GUARDED_LENGTH = 8
+_guard_re: re.Pattern[bytes] | None = None
+
+
+def _rebuild_guard() -> None:
+    global _guard_re
+    forms: set[bytes] = set()
+    for value in _known_values:
+        if len(value) < MIN_GUARDED_LENGTH:
+            continue
+        forms.add(value.encode("utf-8"))
+        forms.add(json.dumps(value)[1:-1].encode("utf-8"))  # as it appears inside JSON
+    ordered = sorted(forms, key=len, reverse=True)
+    _guard_re = re.compile(b"|".join(re.escape(f) for f in ordered)) if ordered else None
+
+
+def contains_secret_value(data: bytes) -> bool:
+    """True when `data` holds a registered secret value (8+ characters) verbatim.
+
+    The payload codec calls this on every plaintext payload, so a credential that slipped into
+    a workflow input, result or heartbeat fails loudly instead of being persisted.
+    """
+    pattern = _guard_re
+    return pattern is not None and pattern.search(data) is not None
+
+
 def register_secret_value(value: str) -> None:
     """Tell the redaction machinery about a value that must never appear in output."""
     if not value:
@@ -68,6 +95,7 @@ def register_secret_value(value: str) -> None:
         if value in _known_values:
             return
         _known_values.add(value)
+        _rebuild_guard()
         listeners = list(_value_listeners)
     for listener in listeners:
         listener(value)

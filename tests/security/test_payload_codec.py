@@ -6,6 +6,7 @@ import json
 
 import pytest
 from temporalio.api.common.v1 import Payload
+from temporalio.converter import DataConverter
 
 from snapship.codec import (
     ENCODING,
@@ -14,9 +15,11 @@ from snapship.codec import (
     EncryptionCodec,
     KeyRing,
     PayloadDecryptionError,
+    SecretInPayloadError,
     UnknownKeyError,
     data_converter,
 )
+from snapship.secrets import Secret
 
 MARKER = "PLAINTEXT-MARKER-vm-4711"
 
@@ -120,3 +123,24 @@ async def test_data_converter_uses_the_codec() -> None:
     assert payloads[0].metadata["encoding"] == ENCODING
     assert MARKER.encode() not in payloads[0].SerializeToString()
     assert await converter.decode(payloads, [dict]) == [{"vm": MARKER}]
+
+
+async def test_codec_refuses_payloads_carrying_a_secret_value() -> None:
+    password = "Pa55-in-payload-31d7"
+    Secret(password)  # the worker learns it from the store
+    codec = EncryptionCodec(KeyRing.generate())
+    converter = data_converter(codec.keyring)
+    for value in ({"vcenter_password": password}, [f"user:{password}"], 'quote"' + password):
+        with pytest.raises(SecretInPayloadError) as info:
+            await converter.encode([value])
+        assert password not in str(info.value)
+    # the name of the secret is what workflows carry, and that is fine
+    assert len(await converter.encode([{"password_secret": "vcenter_password"}])) == 1
+    # opting out is explicit
+    lax = EncryptionCodec(codec.keyring, refuse_secrets=False)
+    assert len(await lax.encode([plain(password)])) == 1
+
+
+async def test_secret_objects_cannot_be_serialized_into_payloads() -> None:
+    with pytest.raises(TypeError):
+        await DataConverter.default.encode([Secret("object-in-payload-5e2a")])

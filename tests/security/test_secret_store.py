@@ -78,24 +78,26 @@ def test_store_refuses_group_or_world_accessible_file(tmp_path: Path, bad_mode: 
     assert f"chmod 600 {store.path}" in message
     assert "vc-pass-9876" not in message
     with pytest.raises(SecretStoreError):
-        store.set(CODEC_KEY, "x" * 10)  # writing must not silently "fix" a file we distrust
+        store.set(
+            CODEC_KEY, "never-stored-0b7e"
+        )  # writing must not silently "fix" a file we distrust
     os.chmod(store.path, 0o600)
     assert store.require(VCENTER_PASSWORD).reveal() == "vc-pass-9876"
 
 
 def test_replace_keeps_other_entries_and_delete(tmp_path: Path) -> None:
     store = SecretStore(tmp_path / "secrets.json")
-    store.set(VCENTER_PASSWORD, "first-value")
+    store.set(VCENTER_PASSWORD, "s3cret-first-9f2")
     with open(store.path) as old_file:  # keeps the old inode alive
-        store.set(CODEC_KEY, "codec-value")
-        store.set(VCENTER_PASSWORD, "second-value")
+        store.set(CODEC_KEY, "c0dec-val-77ab")
+        store.set(VCENTER_PASSWORD, "s3cret-second-4c1")
         # replaced by rename, never rewritten in place: the old file still holds the old state
-        assert "first-value" in old_file.read()
+        assert "s3cret-first-9f2" in old_file.read()
         assert os.fstat(old_file.fileno()).st_ino != os.stat(store.path).st_ino
     doc = json.loads(store.path.read_text())
     assert doc == {
         "version": 1,
-        "secrets": {"vcenter_password": "second-value", "codec_key": "codec-value"},
+        "secrets": {"vcenter_password": "s3cret-second-4c1", "codec_key": "c0dec-val-77ab"},
     }
     assert store.delete(VCENTER_PASSWORD) is True
     assert store.delete(VCENTER_PASSWORD) is False
