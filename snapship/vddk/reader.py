@@ -20,9 +20,15 @@ from snapship.vddk.binding import (
     MAX_CHUNK_NUMBER,
     MIN_CHUNK_SECTORS,
     SECTOR_SIZE,
+    VIX_E_HOST_TCP_CONN_LOST,
+    VIX_E_HOST_TCP_SOCKET_ERROR,
     DiskInfo,
+    VddkError,
     VixDiskLib,
 )
+
+# Errors after which a new connection usually works (network blips, NBD server restarts).
+TRANSIENT_ERRORS = frozenset({VIX_E_HOST_TCP_CONN_LOST, VIX_E_HOST_TCP_SOCKET_ERROR})
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ class VddkTarget:
     transport_modes: str = DEFAULT_TRANSPORT_MODES
 
 
-@dataclass
+@dataclass(eq=False)
 class _Slot:
     conn: int
     handle: int
@@ -65,6 +71,7 @@ class DiskReader:
         disk_path: str,
         transport_modes: str = DEFAULT_TRANSPORT_MODES,
         max_handles: int = 4,
+        retries: int = 2,
     ) -> None:
         if max_handles < 1:
             raise ValueError("max_handles must be at least 1")
@@ -74,6 +81,7 @@ class DiskReader:
             transport_modes,
         )
         self._max = max_handles
+        self._retries = retries
         self._idle: queue.LifoQueue[_Slot] = queue.LifoQueue()
         self._all: list[_Slot] = []
         self._opening = 0
@@ -81,11 +89,13 @@ class DiskReader:
         self._closed = False
         # Open the first handle now: bad credentials or paths fail here, not mid-copy.
         slot = self._open_slot()
+        self._idle.put(slot)
         try:
             self.info: DiskInfo = lib.get_info(slot.handle)
             self.transport_mode = lib.transport_mode(slot.handle)
-        finally:
-            self._idle.put(slot)
+        except BaseException:
+            self.close()
+            raise
         log.info(
             "vddk disk open: vm=%s snapshot=%s path=%s mode=%s capacity=%d",
             vm_moref, snapshot_moref, disk_path, self.transport_mode, self.capacity,
@@ -142,6 +152,12 @@ class DiskReader:
             with self._lock:
                 self._opening -= 1
 
+    def _discard(self, slot: _Slot) -> None:
+        with self._lock:
+            if slot in self._all:
+                self._all.remove(slot)
+        self._close_slot(slot)
+
     def _close_slot(self, slot: _Slot) -> None:
         try:
             self._lib.close(slot.handle)
@@ -173,18 +189,33 @@ class DiskReader:
         first = offset // SECTOR_SIZE
         last = (offset + length + SECTOR_SIZE - 1) // SECTOR_SIZE
         aligned = offset % SECTOR_SIZE == 0 and length % SECTOR_SIZE == 0
-        slot = self._borrow()
-        try:
-            if aligned:
-                self._lib.read_into(slot.handle, first, out, 0, last - first)
-            else:
-                tmp = bytearray((last - first) * SECTOR_SIZE)
-                self._lib.read_into(slot.handle, first, tmp, 0, last - first)
-                skip = offset - first * SECTOR_SIZE
-                out[:] = memoryview(tmp)[skip : skip + length]
-        finally:
-            # A failed read leaves the VDDK handle usable: give it back for the next reader.
+        tmp = None if aligned else bytearray((last - first) * SECTOR_SIZE)
+        attempt = 0
+        while True:
+            slot = self._borrow()
+            try:
+                if tmp is None:
+                    self._lib.read_into(slot.handle, first, out, 0, last - first)
+                else:
+                    self._lib.read_into(slot.handle, first, tmp, 0, last - first)
+            except VddkError as exc:
+                # After a transport failure the handle is dead in real VDDK: drop it, so the
+                # next read connects again; retry a few times before giving up.
+                self._discard(slot)
+                if exc.code not in TRANSIENT_ERRORS or attempt >= self._retries:
+                    raise
+                attempt += 1
+                log.warning("vddk read %d+%d failed (%s), retry %d/%d", offset, length,
+                            exc.text, attempt, self._retries)
+                continue
+            except BaseException:
+                self._idle.put(slot)
+                raise
             self._idle.put(slot)
+            break
+        if tmp is not None:
+            skip = offset - first * SECTOR_SIZE
+            out[:] = memoryview(tmp)[skip : skip + length]
         return length
 
     def allocated_ranges(

@@ -174,7 +174,7 @@ def test_injected_read_errors_and_recovery(env: Env) -> None:
     disk.write(0, b"q" * MIB)
     point = env.publish(disk)
     env.registry.set_faults(read_error_every=3)
-    with env.reader(point, max_handles=1) as r:
+    with env.reader(point, max_handles=1, retries=0) as r:
         outcomes = []
         for i in range(9):
             try:
@@ -183,8 +183,16 @@ def test_injected_read_errors_and_recovery(env: Env) -> None:
                 assert exc.code == b.VIX_E_HOST_TCP_CONN_LOST
                 outcomes.append(False)
         assert outcomes.count(False) == 3 and all(outcomes[i] for i in (0, 1, 3, 4))
+    # with retries (the default) each failed read reconnects and succeeds
+    with env.reader(point, max_handles=2) as r:
+        assert all(r.read(i * 4096, 4096) == b"q" * 4096 for i in range(9))
+        assert len(r._all) <= 2
+    env.registry.set_faults(read_error_every=1)  # every read fails: retries run out
+    with env.reader(point, retries=2) as r, pytest.raises(VddkError) as ei:
+        r.read(0, 512)
+    assert ei.value.code == b.VIX_E_HOST_TCP_CONN_LOST
     env.registry.set_faults()  # cleared: re-read at the next Open
-    with env.reader(point) as r:
+    with env.reader(point, retries=0) as r:
         assert all(r.read(i * 4096, 4096) == b"q" * 4096 for i in range(9))
 
 
