@@ -107,3 +107,22 @@ def test_interceptor_uses_snapship_tracer() -> None:
     ):
         pass
     assert [s.name for s in exporter.get_finished_spans()] == ["via-interceptor-tracer"]
+
+
+def test_call_timers_also_open_spans() -> None:
+    from botocore.exceptions import ClientError
+
+    from snapship.telemetry.metrics import SnapshipMetrics, observe_ebs_call, observe_vcenter_call
+
+    metrics = SnapshipMetrics()
+    denied = ClientError({"Error": {"Code": "AccessDeniedException"}}, "StartSnapshot")
+    with capture_spans() as exporter, log_context(source_server="s-77", run_id="run-1"):
+        with observe_vcenter_call("CreateSnapshot", metrics):
+            pass
+        with pytest.raises(ClientError), observe_ebs_call("StartSnapshot", metrics):
+            raise denied
+    finished = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(finished) == {"vcenter.CreateSnapshot", "ebs.StartSnapshot"}
+    assert finished["ebs.StartSnapshot"].status.status_code == StatusCode.ERROR
+    attributes = finished["vcenter.CreateSnapshot"].attributes
+    assert attributes is not None and attributes["snapship.source_server"] == "s-77"
