@@ -34,6 +34,7 @@ import temporalio.converter
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
+from temporalio.api.failure.v1 import Failure
 
 from snapship.secrets import Secret, contains_secret_value, register_secret_value
 
@@ -228,8 +229,47 @@ class EncryptionCodec(temporalio.converter.PayloadCodec):
         return result
 
 
+class RedactingFailureConverter(temporalio.converter.DefaultFailureConverter):
+    """Failure messages and stack traces: secrets masked, then moved into an encrypted payload.
+
+    Why: Temporal stores an exception's message and stack trace in the history *outside* the
+    payloads, so without this an error text from vCenter or AWS would sit there in clear.
+    Like Temporal's `DefaultFailureConverterWithEncodedAttributes` the text goes into
+    `encoded_attributes` (which the codec encrypts; the UI decodes it through the codec
+    server), and before that any registered secret value or credential pattern is replaced by
+    "***" — masked rather than refused, because failing to report a failure would hide it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(encode_common_attributes=False)
+
+    def to_failure(
+        self,
+        exception: BaseException,
+        payload_converter: temporalio.converter.PayloadConverter,
+        failure: Failure,
+    ) -> None:
+        # Causes are converted through this method too (recursively), so each level is
+        # redacted and encoded once.
+        super().to_failure(exception, payload_converter, failure)
+        from snapship.telemetry.logs import redact
+
+        failure.encoded_attributes.CopyFrom(
+            payload_converter.to_payloads(
+                [{"message": redact(failure.message), "stack_trace": redact(failure.stack_trace)}]
+            )[0]
+        )
+        failure.message = "Encoded failure"
+        failure.stack_trace = ""
+
+
 def data_converter(keyring: KeyRing) -> temporalio.converter.DataConverter:
-    """Temporal's default converter plus this codec; pass to `Client.connect(data_converter=)`."""
+    """Temporal's default converter plus this codec and `RedactingFailureConverter`.
+
+    Pass to `Client.connect(data_converter=...)`; workers built on that client use it too.
+    """
     return dataclasses.replace(
-        temporalio.converter.DataConverter.default, payload_codec=EncryptionCodec(keyring)
+        temporalio.converter.DataConverter.default,
+        payload_codec=EncryptionCodec(keyring),
+        failure_converter_class=RedactingFailureConverter,
     )

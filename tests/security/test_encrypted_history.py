@@ -19,11 +19,13 @@ from temporalio import activity, workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.common import HeaderCodecBehavior
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from snapship.codec import ENCODING, KeyRing, data_converter
+    from snapship.secrets import Secret
     from snapship.telemetry.tracing import capture_spans, span, temporal_tracing_interceptor
 
 MARKER = "PLAINTEXT-MARKER-e2e-vm-0815"
@@ -43,6 +45,28 @@ class EncWorkflow:
             enc_activity, text, start_to_close_timeout=timedelta(seconds=30)
         )
         return f"{result}|workflow-done"
+
+
+SECRET = "e2e-Secret-Value-93ab1"
+
+
+@activity.defn
+async def failing_activity(text: str) -> str:
+    raise ApplicationError(f"{text}: vCenter said no to {SECRET}", non_retryable=True)
+
+
+@workflow.defn
+class FailingWorkflow:
+    @workflow.run
+    async def run(self, text: str) -> str:
+        try:
+            await workflow.execute_activity(
+                failing_activity, text, start_to_close_timeout=timedelta(seconds=30)
+            )
+        except ActivityError as err:
+            assert isinstance(err.cause, ApplicationError)
+            return err.cause.message
+        return "not reached"
 
 
 def _payloads(message: Message) -> list[Payload]:
@@ -126,3 +150,32 @@ async def test_history_is_encrypted_and_spans_nest(temporal_env: WorkflowEnviron
         assert child.context.trace_id == root.context.trace_id
     ours = by_name["vcenter.CreateSnapshot"]
     assert ours.attributes is not None and ours.attributes["snapship.vm"] == "vm-0815"
+
+
+async def test_failure_messages_are_redacted_and_encrypted(
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    Secret(SECRET)  # the worker knows this value from its secret store
+    client = await Client.connect(
+        temporal_env.client.service_client.config.target_host,
+        namespace=temporal_env.client.namespace,
+        data_converter=data_converter(KeyRing.generate("e2e-fail")),
+    )
+    task_queue = f"fail-{uuid.uuid4()}"
+    async with Worker(
+        client, task_queue=task_queue, workflows=[FailingWorkflow], activities=[failing_activity]
+    ):
+        handle = await client.start_workflow(
+            FailingWorkflow.run, MARKER, id=f"fail-{uuid.uuid4()}", task_queue=task_queue
+        )
+        result = await handle.result()
+    # the key holder reads the message, with the secret masked
+    assert result == f"{MARKER}: vCenter said no to ***"
+    history = await handle.fetch_history()
+    raw = b"".join(event.SerializeToString() for event in history.events)
+    assert MARKER.encode() not in raw and SECRET.encode() not in raw
+    failed = [e for e in history.events if e.HasField("activity_task_failed_event_attributes")]
+    assert len(failed) == 1
+    failure = failed[0].activity_task_failed_event_attributes.failure
+    assert failure.message == "Encoded failure" and failure.stack_trace == ""
+    assert failure.encoded_attributes.metadata["encoding"] == ENCODING
