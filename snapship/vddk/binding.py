@@ -142,6 +142,10 @@ class VddkError(Exception):
         where = f"{call}: " if call else ""
         super().__init__(f"{where}VDDK error {code}: {text}")
 
+    def __reduce__(self) -> tuple[type[VddkError], tuple[int, str, str]]:
+        # keeps code/text when the error crosses a process boundary (pickle)
+        return (VddkError, (self.code, self.text, self.call))
+
 
 @dataclass(frozen=True)
 class DiskInfo:

@@ -6,6 +6,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import pickle
 import subprocess
 import threading
 import time
@@ -194,6 +195,12 @@ def test_injected_read_errors_and_recovery(env: Env) -> None:
     env.registry.set_faults()  # cleared: re-read at the next Open
     with env.reader(point, retries=0) as r:
         assert all(r.read(i * 4096, 4096) == b"q" * 4096 for i in range(9))
+
+
+def test_vddk_error_pickles() -> None:
+    err = pickle.loads(pickle.dumps(VddkError(16007, "out of range", "VixDiskLib_Read")))
+    assert (err.code, err.text, err.call) == (16007, "out of range", "VixDiskLib_Read")
+    assert str(err) == "VixDiskLib_Read: VDDK error 16007: out of range"
 
 
 def test_reader_repr_hides_password(env: Env) -> None:
