@@ -48,15 +48,18 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path, bytes]]:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert_path, key_path)
     sock = socket.create_server(("127.0.0.1", 0))
-    sock.settimeout(5)
+    sock.settimeout(0.1)
     stop = threading.Event()
 
     def serve() -> None:
         while not stop.is_set():
             try:
                 conn, _ = sock.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            conn.settimeout(5)
             try:
                 with ctx.wrap_socket(conn, server_side=True) as tls:
                     tls.recv(1)
@@ -67,8 +70,8 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path, bytes]]:
     t.start()
     yield sock.getsockname()[1], cert_path, der
     stop.set()
-    sock.close()
     t.join(timeout=5)
+    sock.close()
 
 
 def test_thumbprint_matches_certificate(tls_server: tuple[int, Path, bytes]) -> None:
