@@ -98,14 +98,14 @@ def test_reconfig_relocate_migrate_power(sim, si) -> None:
     assert WaitForTask(vm.ReconfigVM_Task(spec)) == "success"
     assert vm.config.changeTrackingEnabled is True
     assert len(_disks(vm.config)) == 2
-    ds2 = [d for d in si.content.rootFolder.childEntity[0].datastore if d.name == "ds2"][0]
-    esx2 = [h for h in si.content.rootFolder.childEntity[0].hostFolder.childEntity[0].host
-            if h.name == "esx2"][0]
+    ds2 = next(d for d in si.content.rootFolder.childEntity[0].datastore if d.name == "ds2")
+    esx2 = next(h for h in si.content.rootFolder.childEntity[0].hostFolder.childEntity[0].host
+            if h.name == "esx2")
     assert WaitForTask(vm.RelocateVM_Task(vim.vm.RelocateSpec(datastore=ds2, host=esx2))) \
         == "success"
     assert vm.runtime.host.name == "esx2"
     assert all(d.backing.fileName.startswith("[ds2]") for d in _disks(vm.config))
-    esx1 = [h for h in esx2.parent.host if h.name == "esx1"][0]
+    esx1 = next(h for h in esx2.parent.host if h.name == "esx1")
     assert WaitForTask(vm.MigrateVM_Task(host=esx1, priority="defaultPriority")) == "success"
     assert vm.runtime.host.name == "esx1"
     state = vm.runtime.powerState
