@@ -684,7 +684,12 @@ class DiskStore:
         uuid: str | None = None,
         cbt_enabled: bool = False,
     ) -> VirtualDisk:
-        """A new, empty (all zero, nothing allocated) disk of `capacity` bytes (whole KiB)."""
+        """A new, empty (all zero, nothing allocated) disk of `capacity` bytes (whole KiB).
+
+        Idempotent for an identical disk (same uuid, location, name and capacity) that this
+        store reopened from its state directory: a restarted simulator re-declaring its disks
+        gets them back with their data, snapshots and CBT state.
+        """
         if capacity <= 0 or capacity % 1024:
             raise DiskError(f"capacity {capacity} must be a positive whole number of KiB")
         if name.endswith(".vmdk"):
@@ -693,7 +698,11 @@ class DiskStore:
             raise DiskError(f"bad disk location {folder!r}/{name!r}")
         disk_uuid = uuid or str(uuidlib.uuid4())
         with self._lock:
-            if disk_uuid in self._disks:
+            existing = self._disks.get(disk_uuid)
+            if existing is not None:
+                same = (existing.datastore, existing.folder, existing.name, existing.capacity)
+                if uuid is not None and same == (datastore, folder, name, capacity):
+                    return existing
                 raise DiskError(f"disk {disk_uuid} exists")
             disk = VirtualDisk(self, disk_uuid, capacity, datastore, folder, name, cbt_enabled)
             with disk._lock:

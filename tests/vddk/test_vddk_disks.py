@@ -306,6 +306,10 @@ def test_reopen_state_dir(tmp_path: Path) -> None:
     s3 = again.snapshot()
     assert s3.file == live_file and again.live_file == "[ds1] vm-1/vm-1-000003.vmdk"
     assert _grains_of(_all_extents(again, s3.file, s2.change_id)[0]) == {9}
+    # a restarted simulator re-declaring the same disk gets it back; a different one fails
+    assert second.create_disk("ds1", "vm-1", "vm-1", 16 * G, uuid="d-1") is again
+    with pytest.raises(DiskError):
+        second.create_disk("ds1", "vm-1", "vm-1", 32 * G, uuid="d-1")
     again.remove_snapshot(s1.file)
     assert again.read(0, 16 * G) == live
     second.delete_disk("d-1")
