@@ -155,3 +155,21 @@ def test_inventory_tree_and_datastore_types(si) -> None:
     assert sorted(h.name for h in cluster.host) == ["esx1", "esx2"]
     folders = {f.name for f in dc.vmFolder.childEntity}
     assert folders == {"prod", "lab"}
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "edge-cases.yaml"])
+def test_shipped_scenarios_load_and_serve(tmp_path: Path, name: str) -> None:
+    path = Path(__file__).parents[2] / "sandbox" / "scenarios" / name
+    h = start_simulator(path, tmp_path)
+    try:
+        s = connect(h, ADMIN, h.users[ADMIN])
+        content = s.RetrieveContent()
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine],
+                                                       True)
+        names = {vm.name for vm in view.view}
+        assert len(names) >= 8
+        with_snaps = [vm for vm in view.view if vm.snapshot is not None]
+        assert with_snaps
+        Disconnect(s)
+    finally:
+        h.stop()
