@@ -364,11 +364,21 @@ class EbsSnapshotWriter:
                 completed_since = 0
                 last_checkpoint_at = now
 
+        failures: list[BaseException] = []
+
         def check_cancel() -> None:
+            """Stop on cancel, and on any block's final failure without waiting for the
+            blocks before it to finish (their retries are cut short by the stop event)."""
+            if failures:
+                raise failures[0]
             if self.cancel.is_set():
                 raise UploadCancelled()
 
-        def release(_: Future[bytes]) -> None:
+        def release(fut: Future[bytes]) -> None:
+            if not fut.cancelled():
+                exc = fut.exception()
+                if exc is not None and not isinstance(exc, UploadCancelled):
+                    failures.append(exc)
             slots.release()
 
         executor = ThreadPoolExecutor(max_workers=s.max_in_flight, thread_name_prefix="ebs-put")
@@ -464,6 +474,7 @@ class EbsSnapshotWriter:
         """Poll EC2 DescribeSnapshots until the snapshot is completed; raise on error/timeout."""
         if self.ec2 is None:
             raise RuntimeError("wait_completed needs an EC2 client")
+        self._stop.clear()
         deadline = time.monotonic() + timeout_s
         state = ""
         while True:

@@ -21,10 +21,11 @@ from snapship.ebs.client import (
 
 
 def err(code: str, status: int = 400) -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-        "Op",
-    )
+    response: Any = {
+        "Error": {"Code": code, "Message": "m"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, "Op")
 
 
 def test_config_has_timeouts_few_retries_pool_and_proxy() -> None:

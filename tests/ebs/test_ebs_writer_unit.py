@@ -369,3 +369,24 @@ def test_bad_client_token_is_rejected() -> None:
     writer = EbsSnapshotWriter(FakeEbs())
     with pytest.raises(ValueError):
         writer.start(1, None, "x" * 65)
+
+
+def test_a_later_blocks_failure_does_not_wait_for_earlier_retries() -> None:
+    def fault(op: str, kwargs: dict[str, Any]) -> Exception | None:
+        if op != "PutSnapshotBlock":
+            return None
+        if kwargs["BlockIndex"] == 2:
+            return client_error("RequestThrottledException", 400)  # would retry for ~10 s
+        if kwargs["BlockIndex"] == 6:
+            return client_error("ValidationException", 400, "INVALID_BLOCK")
+        return None
+
+    settings = fast_settings(call_attempts=100, backoff_initial_s=0.1, backoff_max_s=0.1)
+    writer = EbsSnapshotWriter(FakeEbs(fault=fault), settings=settings)
+    up = writer.start(1, None, "tok")
+    t0 = time.monotonic()
+    with pytest.raises(EbsCallError) as err:
+        writer.put_blocks(up, iter(make_blocks(20, zero_every=100)))
+    assert time.monotonic() - t0 < 2
+    assert err.value.code == "ValidationException"
+    assert err.value.checkpoint.cursor <= 2
