@@ -737,7 +737,8 @@ class EbsDirectBackend:
             return self.store.collect(live)
 
     def describe(self, snapshot_id: str | None = None) -> list[dict[str, Any]]:
-        """Debug view for the admin endpoint."""
+        """Debug view for the admin endpoint (snapshots deleted through EC2 are gone)."""
+        self.sweep()
         with self._lock:
             recs = (
                 [self.records[snapshot_id]]
