@@ -81,7 +81,7 @@ def test_access_denied_and_scripted_failures(aws: Any, ebs: Any) -> None:
 def test_per_snapshot_put_rate_limit(aws: Any, ebs: Any) -> None:
     aws.admin.set_faults(put_rate_limit_per_snapshot=3)
     sid = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
-    reasons = []
+    reasons: list[Any] = []
     for i in range(8):
         try:
             put(ebs, sid, i, bytes([i]) * BLOCK)
