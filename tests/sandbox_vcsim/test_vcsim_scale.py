@@ -95,7 +95,7 @@ def test_fifty_concurrent_clients(tmp_path: Path) -> None:
             assert WaitForTask(s1.RemoveSnapshot_Task(True)) == "success"
             assert vm.snapshot is None
             Disconnect(si)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     try:
