@@ -581,6 +581,7 @@ class Inventory:
     def __init__(self, about: Callable[[], Any], live_change_id: Callable[[Disk], str | None]
                  ) -> None:
         self.objects: dict[str, Entity] = {}
+        self.by_type: dict[type, dict[str, Entity]] = {}
         self.lock = threading.RLock()
         self.cond = threading.Condition(threading.Lock())
         self.update_seq = 0
@@ -599,10 +600,13 @@ class Inventory:
 
     def add(self, e: Entity) -> Entity:
         self.objects[e.moref] = e
+        self.by_type.setdefault(type(e), {})[e.moref] = e
         return e
 
     def remove(self, moref: str) -> None:
-        self.objects.pop(moref, None)
+        e = self.objects.pop(moref, None)
+        if e is not None:
+            self.by_type.get(type(e), {}).pop(moref, None)
 
     def notify(self) -> None:
         with self.cond:
@@ -610,7 +614,11 @@ class Inventory:
             self.cond.notify_all()
 
     def of_type(self, cls: type) -> list[Any]:
-        return [o for o in list(self.objects.values()) if isinstance(o, cls)]
+        out: list[Any] = []
+        for t, objs in list(self.by_type.items()):
+            if issubclass(t, cls):
+                out.extend(list(objs.values()))
+        return out
 
     def vms(self) -> list[VM]:
         return self.of_type(VM)

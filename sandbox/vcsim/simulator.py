@@ -303,7 +303,7 @@ class Simulator:
         if vm.template:
             vm.power_state = "poweredOff"
         vm.client = bool(spec.get("snapship_client", False))
-        n = len(inv.of_type(VM))
+        n = len(inv.by_type.get(VM, {}))
         vm.instance_uuid = spec.get("instance_uuid") or str(
             uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"{self.instance_uuid}/{spec['name']}/i{n}"))
         vm.bios_uuid = spec.get("bios_uuid") or str(
