@@ -503,3 +503,58 @@ class EbsSnapshotWriter:
             pause = min(self.settings.wait_poll_s, max(0.0, deadline - time.monotonic()))
             if self.cancel.wait(pause):
                 raise UploadCancelled()
+
+
+@dataclass
+class ShipOutcome:
+    """Result of shipping one disk's blocks into one EBS snapshot."""
+
+    snapshot_id: str
+    changed_blocks_count: int
+    checksum: str
+    counters: WriterCounters
+    resumed: bool = False
+    already_completed: bool = False
+    """An earlier attempt had completed this snapshot (same ClientToken); nothing was sent."""
+
+
+def ship_blocks(
+    writer: EbsSnapshotWriter,
+    blocks: Iterable[tuple[int, bytes]],
+    *,
+    volume_size_gib: int,
+    parent_snapshot_id: str | None,
+    client_token: str,
+    tags: Mapping[str, str] | None = None,
+    description: str = "",
+    timeout_minutes: int = 60,
+    checkpoint: Checkpoint | None = None,
+    wait_timeout_s: float = 3600.0,
+) -> ShipOutcome:
+    """Start (or find again, by token) a snapshot, put the blocks, complete it, wait for it.
+
+    The whole sequence is safe to repeat with the same arguments: StartSnapshot returns the same
+    snapshot for the same token; a heartbeated `checkpoint` for that snapshot makes the attempt
+    skip what was stored; a snapshot an earlier attempt already completed is returned as is.
+    """
+    upload = writer.start(
+        volume_size_gib, parent_snapshot_id, client_token, tags, description, timeout_minutes
+    )
+    if upload.start_status == "completed":
+        writer.wait_completed(upload.snapshot_id, wait_timeout_s)
+        return ShipOutcome(upload.snapshot_id, -1, "", upload.counters, already_completed=True)
+    resumed = checkpoint is not None and checkpoint.snapshot_id == upload.snapshot_id
+    if checkpoint is not None and resumed:
+        upload = writer.resume(
+            upload.snapshot_id, checkpoint.cursor, parent_snapshot_id, checkpoint.high_water
+        )
+    writer.put_blocks(upload, blocks)
+    writer.complete(upload)
+    writer.wait_completed(upload.snapshot_id, wait_timeout_s)
+    return ShipOutcome(
+        upload.snapshot_id,
+        upload.changed_blocks_count,
+        upload.aggregate.b64(),
+        upload.counters,
+        resumed=resumed,
+    )

@@ -250,3 +250,55 @@ def test_snapshot_timed_out_into_error_is_reported(aws: Any, clients: AwsClients
     with pytest.raises(EbsCallError) as put_err:
         writer.put_blocks(up, iter([(1, b"\x01" * BS)]))
     assert put_err.value.code == "ValidationException" and not put_err.value.retryable
+
+
+def test_ship_blocks_is_repeatable_across_attempts(aws: Any, clients: AwsClients) -> None:
+    from snapship.ebs.writer import ship_blocks
+
+    disk = make_disk(9, capacity=40 * BS)
+    indices = list(range(block_count(len(disk))))
+    read = lambda off, n: bytes(disk[off : off + n])  # noqa: E731
+    token = client_token(RUN, "d0", "ship")
+    beats: list[Checkpoint] = []
+    cancel = threading.Event()
+
+    def heartbeat(cp: Checkpoint) -> None:
+        beats.append(cp)
+        if cp.cursor >= 10:
+            cancel.set()
+
+    aws.admin.set_faults(latency_ms=5)
+    settings = fast(max_in_flight=4, checkpoint_every_blocks=2)
+    attempt1 = EbsSnapshotWriter(clients.ebs, clients.ec2, settings, cancel, heartbeat)
+    with pytest.raises(UploadCancelled):
+        ship_blocks(
+            attempt1,
+            iter_blocks(read, indices, len(disk)),
+            volume_size_gib=1,
+            parent_snapshot_id=None,
+            client_token=token,
+        )
+    attempt2 = EbsSnapshotWriter(clients.ebs, clients.ec2, settings)
+    out = ship_blocks(
+        attempt2,
+        iter_blocks(read, indices, len(disk)),
+        volume_size_gib=1,
+        parent_snapshot_id=None,
+        client_token=token,
+        checkpoint=beats[-1],
+    )
+    assert out.resumed and out.snapshot_id == beats[-1].snapshot_id
+    assert out.changed_blocks_count == nonzero_blocks(disk, indices)
+    assert out.counters.blocks_below_cursor > 0
+    assert read_snapshot(clients.ebs, out.snapshot_id, len(disk)) == bytes(disk)
+
+    attempt3 = EbsSnapshotWriter(clients.ebs, clients.ec2, settings)  # retry after success
+    again = ship_blocks(
+        attempt3,
+        iter_blocks(read, indices, len(disk)),
+        volume_size_gib=1,
+        parent_snapshot_id=None,
+        client_token=token,
+    )
+    assert again.already_completed and again.snapshot_id == out.snapshot_id
+    assert again.counters.blocks_sent == 0
