@@ -23,7 +23,8 @@ ALL_ALLOCATED = "*"  # changeId meaning "every allocated area" (first, full run)
 def ensure_cbt_enabled(session: VcenterSession, vm_moref: str, timeout_s: float = 600.0) -> bool:
     """Turn CBT on for the VM; True when it was off (earlier changeIds are then invalid).
 
-    CBT becomes active at the next stun (snapshot creation), which every run does next.
+    On a running VM the setting only takes effect at the next stun; ``ensure_cbt_active`` also
+    makes sure of that.
     """
     props = retrieve_object(session, vim.VirtualMachine, vm_moref, ["config.changeTrackingEnabled"])
     if props.get("config.changeTrackingEnabled") is True:
@@ -31,6 +32,57 @@ def ensure_cbt_enabled(session: VcenterSession, vm_moref: str, timeout_s: float 
     task = session.vm(vm_moref).ReconfigVM_Task(spec=vim.vm.ConfigSpec(changeTrackingEnabled=True))
     wait_for_task(session, task, f"Enable Changed Block Tracking on {vm_moref}", timeout_s)
     return True
+
+
+@dataclass(frozen=True)
+class CbtStatus:
+    enabled_now: bool  # CBT was off and has been switched on: stored changeIds are void
+    activated_now: bool  # a stun (temporary snapshot) was needed to make tracking start
+    live_change_ids: dict[int, str | None]  # deviceKey -> changeId of the live disk
+
+
+def _live_change_ids(session: VcenterSession, vm_moref: str) -> dict[int, str | None]:
+    props = retrieve_object(session, vim.VirtualMachine, vm_moref, ["config.hardware.device"])
+    return {
+        int(d.key): getattr(d.backing, "changeId", None)
+        for d in props.get("config.hardware.device") or ()
+        if isinstance(d, vim.vm.device.VirtualDisk)
+        and isinstance(d.backing, vim.vm.device.VirtualDisk.FlatVer2BackingInfo)
+        and not str(d.backing.diskMode or "").startswith("independent")
+    }
+
+
+def ensure_cbt_active(
+    session: VcenterSession,
+    vm_moref: str,
+    workflow_id: str,
+    timeout_s: float = 600.0,
+) -> CbtStatus:
+    """CBT on *and tracking*: every replicable disk reports a changeId.
+
+    A configured-but-inactive CBT (enabled on a running VM, not yet stunned) would give the run's
+    snapshot no changeId, so the next run could not be incremental. A temporary snapshot
+    (``snapship-<workflow>@cbt-activation``) is created and removed to stun the VM once.
+    """
+    from snapship.vsphere.snapshots import create_snapshot, remove_snapshot
+
+    enabled_now = ensure_cbt_enabled(session, vm_moref, timeout_s)
+    ids = _live_change_ids(session, vm_moref)
+    activated_now = False
+    if any(cid is None for cid in ids.values()):
+        stun = create_snapshot(
+            session,
+            vm_moref,
+            workflow_id,
+            "cbt-activation",
+            description="snapship: activates Changed Block Tracking (removed at once)",
+            timeout_s=timeout_s,
+            remove_timeout_s=timeout_s,
+        )
+        remove_snapshot(session, stun.snapshot_moref, timeout_s=timeout_s)
+        activated_now = True
+        ids = _live_change_ids(session, vm_moref)
+    return CbtStatus(enabled_now, activated_now, ids)
 
 
 @dataclass

@@ -32,8 +32,7 @@ log = logging.getLogger(__name__)
 
 VM_PATHS: tuple[str, ...] = (
     "name",
-    "parent",
-    "parentVApp",
+    "parent",  # unset for VMs inside a vApp: their datacenter comes from the host
     "config.instanceUuid",
     "config.uuid",
     "config.template",
@@ -275,7 +274,7 @@ def read_inventory(session: VcenterSession, max_objects: int = 1000) -> Inventor
         moref = str(obj._moId)
         props = object_props(c)
         parent = props.get("parent")
-        parents[moref] = _moid(parent) if parent is not None else _moid(props.get("parentVApp"))
+        parents[moref] = _moid(parent)
         if isinstance(obj, vim.VirtualMachine):
             vm_props.append((moref, props))
         elif isinstance(obj, vim.HostSystem):

@@ -3,11 +3,14 @@
 A vMotion or Storage vMotion while a run reads disks is not supported (MGN says the same); a move
 between runs is fine. During a run our snapshot exists, so each disk's live file is a delta
 (``vm-000001.vmdk``); the comparison therefore uses the base of each disk's parent chain plus the
-datastore, which a snapshot does not change and a Storage vMotion does.
+datastore, which a snapshot does not change and a Storage vMotion does. Should an endpoint report a
+delta without its ``parent`` chain, VMware's delta naming (``<base>-NNNNNN.vmdk``) is folded back
+to the base name, so our own snapshot is never mistaken for a move.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +44,14 @@ class LocationChange:
     summary: str
 
 
+_DELTA_SUFFIX = re.compile(r"-\d{6}(\.vmdk)$")
+
+
+def base_disk_name(file_name: str | None) -> str | None:
+    """``[ds1] vm/vm-000002.vmdk`` -> ``[ds1] vm/vm.vmdk`` (VMware's delta disk naming)."""
+    return None if file_name is None else _DELTA_SUFFIX.sub(r"\1", file_name)
+
+
 def _base_backing(backing: Any) -> Any:
     seen = 0
     while getattr(backing, "parent", None) is not None and seen < 256:
@@ -61,7 +72,7 @@ def location_from_properties(vm_moref: str, props: dict[str, Any]) -> VmLocation
         disks.append(
             DiskLocation(
                 device_key=int(dev.key),
-                base_file_name=getattr(base, "fileName", None),
+                base_file_name=base_disk_name(getattr(base, "fileName", None)),
                 datastore_moref=str(ds._moId) if ds is not None else None,
             )
         )

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pyVmomi import vim
 
-from snapship.vsphere.location import compare_locations, location_from_properties
+from snapship.vsphere.location import (
+    base_disk_name,
+    compare_locations,
+    location_from_properties,
+)
 from tests.vsphere import vm_objects as v
 
 
@@ -61,3 +65,14 @@ def test_added_disk_counts_as_change():
     )
     change = compare_locations(before, after)
     assert change.moved and change.moved_disks == (2001,)
+
+
+def test_delta_reported_without_parent_chain_is_not_a_move():
+    before = location_from_properties("vm-1", props())
+    delta_only = v.flat_disk(file_name="[ds1] vm-1/vm-1-000003.vmdk")
+    change = compare_locations(
+        before, location_from_properties("vm-1", props(devices=[delta_only]))
+    )
+    assert not change.moved
+    assert base_disk_name("[ds1] a-b/a-b_1-000012.vmdk") == "[ds1] a-b/a-b_1.vmdk"
+    assert base_disk_name("[ds1] vm/vm-2024.vmdk") == "[ds1] vm/vm-2024.vmdk"
