@@ -146,7 +146,28 @@ class WsgiHttpServer(ThreadingHTTPServer):
         self.app = app
         self.verbose = verbose
         self._errors_lock = threading.Lock()
+        self._conns_lock = threading.Lock()
+        self._conns: set[socket.socket] = set()
         super().__init__((host, port), _Handler)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._conns_lock:
+            self._conns.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._conns_lock:
+                self._conns.discard(request)
+
+    def close_connections(self) -> None:
+        """End kept-alive connections so their threads exit (clients reconnect if needed)."""
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def report(self, exc: BaseException) -> None:
         with self._errors_lock:

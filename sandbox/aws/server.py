@@ -97,6 +97,7 @@ class LocalAwsServer:
         self._stop.set()
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_connections()
         for t in self._threads:
             t.join(timeout=5)
 
