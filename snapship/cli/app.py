@@ -127,9 +127,9 @@ async def _servers(args: argparse.Namespace) -> int:
 
 async def _replicate(args: argparse.Namespace) -> int:
     cfg = load_config(args)
-    if not (args.names or args.tag or args.all_discovered):
+    if not (args.names or args.tag or args.all_discovered or args.all):
         raise CliError(
-            "Say which servers: NAME/GLOB ..., --tag KEY=VALUE, or --all-discovered."
+            "Say which servers: NAME/GLOB ..., --tag KEY=VALUE, --all-discovered or --all."
         )
     if args.interval is not None and args.action != "start":
         raise CliError("--interval applies to `replicate start` only.")
@@ -269,15 +269,12 @@ def _worker(args: argparse.Namespace) -> int:
     """Run worker.main in this process (the console script `snapship-worker` is the same)."""
     import worker
 
+    rest = [a for a in args.rest if a != "--"]
     if args.data_dir:
         os.environ["SNAPSHIP_HOME"] = str(Path(args.data_dir).expanduser())
-    rest = [a for a in args.rest if a != "--"]
+        rest = ["--data-dir", str(Path(args.data_dir).expanduser()), *rest]
     sys.argv = ["snapship-worker", *rest]
-    try:
-        result = worker.main(rest)
-    except TypeError:
-        result = worker.main()
-    return result if isinstance(result, int) else 0
+    return worker.main(rest)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -343,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", action="append", metavar="KEY=VALUE", help="select by tag")
     p.add_argument("--all-discovered", action="store_true",
                    help="every server in the DISCOVERED state")
+    p.add_argument("--all", action="store_true", help="every source server of this client")
     p.add_argument("--interval", type=int, default=None, metavar="SECONDS",
                    help="seconds between snapshot-shipping runs (start only)")
     p.add_argument("--watch", action="store_true",
