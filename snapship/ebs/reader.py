@@ -9,19 +9,35 @@ botocore has no paginator for EBS, so NextToken is followed by hand (pages may b
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from snapship.blocks import EBS_BLOCK_SIZE
-from snapship.ebs.client import EbsCallError
+from snapship.ebs.client import TRANSPORT_ERRORS, EbsCallError, is_transient
+
+T = TypeVar("T")
+READ_ERRORS: tuple[type[Exception], ...] = (ClientError, *TRANSPORT_ERRORS)
+
+
+def _retrying(fn: Callable[[], T]) -> T:
+    """Short retry for throttling/5xx/connection faults (reads are idempotent)."""
+    retrying = Retrying(
+        stop=stop_after_attempt(6),
+        wait=wait_random_exponential(multiplier=0.1, max=3),
+        retry=retry_if_exception(is_transient),
+        reraise=True,
+    )
+    return retrying(fn)
 
 
 @dataclass(frozen=True)
@@ -51,9 +67,10 @@ def list_snapshot_blocks(ebs: Any, snapshot_id: str, page_size: int = 10_000) ->
         kwargs: dict[str, Any] = {"SnapshotId": snapshot_id, "MaxResults": page_size}
         if token:
             kwargs["NextToken"] = token
+        call = functools.partial(ebs.list_snapshot_blocks, **kwargs)
         try:
-            resp = ebs.list_snapshot_blocks(**kwargs)
-        except ClientError as exc:
+            resp = _retrying(call)
+        except READ_ERRORS as exc:
             raise EbsCallError.from_exception("ListSnapshotBlocks", exc) from exc
         for block in resp.get("Blocks", []):
             yield BlockRef(int(block["BlockIndex"]), str(block["BlockToken"]))
@@ -64,12 +81,16 @@ def list_snapshot_blocks(ebs: Any, snapshot_id: str, page_size: int = 10_000) ->
 
 def get_block(ebs: Any, snapshot_id: str, ref: BlockRef) -> bytes:
     """One block, verified against the SHA-256 EBS returns with it."""
-    try:
+
+    def fetch() -> tuple[dict[str, Any], bytes]:
         resp = ebs.get_snapshot_block(
             SnapshotId=snapshot_id, BlockIndex=ref.index, BlockToken=ref.token
         )
-        data: bytes = resp["BlockData"].read()
-    except ClientError as exc:
+        return resp, resp["BlockData"].read()
+
+    try:
+        resp, data = _retrying(fetch)
+    except READ_ERRORS as exc:
         raise EbsCallError.from_exception("GetSnapshotBlock", exc) from exc
     expected = resp.get("Checksum")
     if expected and base64.b64decode(expected) != hashlib.sha256(data).digest():

@@ -302,3 +302,15 @@ def test_ship_blocks_is_repeatable_across_attempts(aws: Any, clients: AwsClients
     )
     assert again.already_completed and again.snapshot_id == out.snapshot_id
     assert again.counters.blocks_sent == 0
+
+
+def test_reader_survives_throttling(aws: Any, clients: AwsClients) -> None:
+    disk = make_disk(10, capacity=24 * BS)
+    writer = EbsSnapshotWriter(clients.ebs, clients.ec2, fast())
+    up, _ = ship(writer, disk, [(0, len(disk))], None, client_token(RUN, "d0", "read-throttle"))
+    aws.admin.set_faults(
+        throttle_fraction=0.3, operations=["GetSnapshotBlock", "ListSnapshotBlocks"], seed=11
+    )
+    assert read_snapshot(clients.ebs, up.snapshot_id, len(disk)) == bytes(disk)
+    stats = aws.admin.stats()
+    assert sum(v for k, v in stats["errors"].items() if "Throttled" in k) > 0, stats
