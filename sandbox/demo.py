@@ -39,6 +39,7 @@ STUB_TARBALL = (
 )
 DEMO_SCENARIO = ROOT / "sandbox" / "scenarios" / "demo.yaml"
 ADMIN = "administrator@vsphere.local"
+REPLICATION_USER = "snapship@vsphere.local"
 MIB = 1 << 20
 
 # Used when sandbox/scenarios/demo.yaml is absent: a small estate with every kind of VM.
@@ -149,9 +150,10 @@ class Demo:
     def install(self) -> None:
         details = [self.sim.admin.vm(v["name"]) for v in self.sim.admin.vms()]
         client_vm = next((v for v in details if v.get("snapship_client")), None)
-        password = self.sim.users[ADMIN] if ADMIN in self.sim.users else next(
-            iter(self.sim.users.values()))
-        user = ADMIN if ADMIN in self.sim.users else next(iter(self.sim.users))
+        # The least-privileged user the scenario offers for replication, else the admin.
+        user = next((u for u in (REPLICATION_USER, ADMIN) if u in self.sim.users),
+                    next(iter(self.sim.users)))
+        password = self.sim.users[user]
         argv = [
             "install", "--no-prompt", "--force-delete-existing-client",
             "--data-dir", str(self.home),

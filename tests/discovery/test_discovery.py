@@ -232,3 +232,46 @@ async def test_discovery_schedule_is_created_then_updated(
         assert getattr(action, "task_queue", None) == cfg.temporal.control_task_queue
     finally:
         await client.get_schedule_handle(DISCOVERY_SCHEDULE_ID).delete()
+
+
+DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "sandbox" / "scenarios" / "demo.yaml"
+DEMO_CLIENT_UUID = "5003e1a2-0000-4000-8000-00000000c11e"
+
+
+def test_demo_scenario_discovery(tmp_path: Path) -> None:
+    """The demo's estate: the appliance and the template are left out, every other VM is listed
+    with the reason it cannot replicate (or the warning it gets)."""
+    from sandbox.vcsim.scenario import load_scenario
+    from sandbox.vcsim.testing import start_simulator
+
+    scenario = load_scenario(DEMO_SCENARIO)
+    handle = start_simulator(scenario, tmp_path / "vcsim")
+    try:
+        user, password = "snapship@vsphere.local", handle.users["snapship@vsphere.local"]
+        with VcenterSession(handle.host, user, password, port=handle.port,
+                            ca_path=str(handle.ca_path)) as session:
+            scan = scan_vcenter(session, DEMO_CLIENT_UUID, {"wave": "demo"})
+    finally:
+        handle.stop()
+    all_names = {vm["name"] for dc in scenario["datacenters"] for vm in dc["vms"]}
+    assert scan.vms_seen == len(all_names)
+    assert (scan.templates_skipped, scan.client_vm_skipped) == (1, 1)
+    by_name = {s.facts.name: s for s in scan.servers}
+    assert set(by_name) == all_names - {"golden-template", "snapship-appliance"}
+    expected = {
+        "db-01": ["VMware snapshots (before-upgrade)", "independent disk"],
+        "win-app-01": ["Virtual Volumes"],
+        "legacy-nt": ["older than vmx-07"],
+        "fileserver-rdm": ["raw device mapping"],
+    }
+    for name, phrases in expected.items():
+        server = by_name[name]
+        assert not server.eligibility.eligible
+        for phrase in phrases:
+            assert any(phrase in r for r in server.eligibility.reasons), (name, phrase)
+    for name in ("web-01", "web-02"):
+        assert by_name[name].eligibility.eligible, by_name[name].eligibility.reasons
+    # VMware Tools reports < 2 GiB free on web-01's volumes: a warning, not a blocker.
+    assert any("2 GiB" in w for w in by_name["web-01"].eligibility.warnings)
+    assert by_name["web-01"].facts.firmware == "efi"
+    assert len(by_name["db-01"].facts.disks) == 3
