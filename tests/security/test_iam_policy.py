@@ -121,21 +121,31 @@ def scan_source(source: str, filename: str, result: ScanResult) -> None:
             service = _annotation_service(node.annotation)
             if service:
                 aliases[node.arg] = service
-    # Second pass: method calls on those receivers.
+    # Second pass: method calls on those receivers, and bound-method references passed along
+    # (`functools.partial(ebs.list_snapshot_blocks, ...)`, `retry(ec2.describe_snapshots)`).
+    called_funcs = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    calls = {id(n.func): n for n in ast.walk(tree) if isinstance(n, ast.Call)}
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        if not isinstance(node, ast.Attribute):
             continue
-        receiver = _receiver_name(node.func.value)
+        receiver = _receiver_name(node.value)
         if receiver is None:
             continue
         match = NAME_RE.match(receiver)
         service = match.group(1) if match else aliases.get(receiver)
         if service is None:
             continue
-        method = node.func.attr
+        method = node.attr
         where = f"{filename}:{node.lineno}"
+        if id(node) not in called_funcs:
+            # A reference: count it when it names an operation (ignore .meta, .exceptions).
+            op = OPERATIONS[service].get(method)
+            if op is not None:
+                result.add(f"{service}:{op}", where)
+            continue
+        call = calls[id(node)]
         if method in ("get_paginator", "get_waiter"):
-            arg = node.args[0] if node.args else None
+            arg = call.args[0] if call.args else None
             if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
                 result.unknown.append(f"{where}: {service}.{method} with a non-literal name")
                 continue
@@ -200,6 +210,8 @@ def f(self, session, clients, conn, annotated: "EC2Client", other):
     renamed.get_paginator("describe_snapshots")
     renamed.get_waiter("snapshot_completed")
     self._ec2.delete_snapshot(SnapshotId="x")
+    retry(functools.partial(ebs.list_snapshot_blocks, SnapshotId="x"))
+    ebs.exceptions.ResourceNotFoundException  # attribute, not an operation
     other.start_snapshot()          # not a client by convention: ignored
     ebs.close()                     # not an API call
 """
@@ -212,6 +224,7 @@ def f(self, session, clients, conn, annotated: "EC2Client", other):
         "ec2:DescribeSnapshots",
         "ec2:CreateTags",
         "ec2:DeleteSnapshot",
+        "ebs:ListSnapshotBlocks",
     }
     assert result.unknown == []
 
