@@ -160,7 +160,11 @@ CheckpointCallback = Callable[[Checkpoint], None]
 
 
 class EbsSnapshotWriter:
-    """Writes EBS snapshots through the EBS direct APIs (one instance may serve many uploads)."""
+    """Writes EBS snapshots through the EBS direct APIs.
+
+    One upload at a time per instance (uploads may follow each other); ship several disks in
+    parallel with one writer each, sharing the thread-safe boto3 clients.
+    """
 
     def __init__(
         self,
@@ -177,6 +181,7 @@ class EbsSnapshotWriter:
         self.on_checkpoint = on_checkpoint
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._retries = 0
 
     # ------------------------------------------------------------ calls with short retries
 
@@ -223,8 +228,6 @@ class EbsSnapshotWriter:
             raise
         except Exception as exc:
             raise EbsCallError.from_exception(operation, exc) from exc
-
-    _retries = 0
 
     # ------------------------------------------------------------ start / resume
 
