@@ -38,6 +38,10 @@ from temporalio.api.failure.v1 import Failure
 
 from snapship.secrets import Secret, contains_secret_value, register_secret_value
 
+# Bound at import (outside any workflow sandbox): workflow failures are converted inside the
+# sandbox, where importing would give a fresh redactor that knows no secret values.
+from snapship.telemetry.logs import redact
+
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
 KEY_BYTES = 32
@@ -252,8 +256,6 @@ class RedactingFailureConverter(temporalio.converter.DefaultFailureConverter):
         # Causes are converted through this method too (recursively), so each level is
         # redacted and encoded once.
         super().to_failure(exception, payload_converter, failure)
-        from snapship.telemetry.logs import redact
-
         failure.encoded_attributes.CopyFrom(
             payload_converter.to_payloads(
                 [{"message": redact(failure.message), "stack_trace": redact(failure.stack_trace)}]

@@ -17,7 +17,7 @@ import pytest
 from google.protobuf.message import Message
 from temporalio import activity, workflow
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import HeaderCodecBehavior
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -67,6 +67,13 @@ class FailingWorkflow:
             assert isinstance(err.cause, ApplicationError)
             return err.cause.message
         return "not reached"
+
+
+@workflow.defn
+class FailingInWorkflow:
+    @workflow.run
+    async def run(self, text: str) -> str:
+        raise ApplicationError(f"{text}: workflow gave up on {SECRET}", non_retryable=True)
 
 
 def _payloads(message: Message) -> list[Payload]:
@@ -179,3 +186,25 @@ async def test_failure_messages_are_redacted_and_encrypted(
     failure = failed[0].activity_task_failed_event_attributes.failure
     assert failure.message == "Encoded failure" and failure.stack_trace == ""
     assert failure.encoded_attributes.metadata["encoding"] == ENCODING
+
+
+async def test_workflow_failures_are_redacted_too(temporal_env: WorkflowEnvironment) -> None:
+    Secret(SECRET)
+    client = await Client.connect(
+        temporal_env.client.service_client.config.target_host,
+        namespace=temporal_env.client.namespace,
+        data_converter=data_converter(KeyRing.generate("e2e-wf-fail")),
+    )
+    task_queue = f"wffail-{uuid.uuid4()}"
+    async with Worker(client, task_queue=task_queue, workflows=[FailingInWorkflow]):
+        handle = await client.start_workflow(
+            FailingInWorkflow.run, MARKER, id=f"wffail-{uuid.uuid4()}", task_queue=task_queue
+        )
+        with pytest.raises(WorkflowFailureError) as info:
+            await handle.result()
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.message == f"{MARKER}: workflow gave up on ***"
+    history = await handle.fetch_history()
+    raw = b"".join(event.SerializeToString() for event in history.events)
+    assert MARKER.encode() not in raw and SECRET.encode() not in raw
