@@ -68,6 +68,7 @@ def _to_message_location(loc: vlocation.VmLocation) -> VmLocation:
         host=loc.host_moref or "",
         datastores=list(loc.datastore_morefs),
         disk_files={str(d.device_key): d.base_file_name or "" for d in loc.disks},
+        disk_datastores={str(d.device_key): d.datastore_moref or "" for d in loc.disks},
     )
 
 
@@ -77,7 +78,7 @@ def _from_message_location(vm_moref: str, loc: VmLocation) -> vlocation.VmLocati
         host_moref=loc.host or None,
         datastore_morefs=tuple(loc.datastores),
         disks=tuple(
-            vlocation.DiskLocation(int(k), v or None, None)
+            vlocation.DiskLocation(int(k), v or None, loc.disk_datastores.get(k) or None)
             for k, v in sorted(loc.disk_files.items(), key=lambda kv: int(kv[0]))
         ),
     )

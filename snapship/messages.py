@@ -235,6 +235,7 @@ class VmLocation:
     host: str
     datastores: list[str]
     disk_files: dict[str, str]
+    disk_datastores: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
