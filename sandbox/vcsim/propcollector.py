@@ -15,7 +15,7 @@ from typing import Any
 
 from pyVmomi import VmomiSupport, vim, vmodl
 
-from sandbox.vcsim.model import Entity, Folder, Inventory
+from sandbox.vcsim.model import VM, Entity, Folder, Inventory
 from sandbox.vcsim.soap import serialize_value
 
 PC = vmodl.query.PropertyCollector
@@ -110,10 +110,21 @@ class CollectorState:
 
 def _value(obj: Entity, path: str) -> Any:
     head, _, rest = path.partition(".")
+    if rest and isinstance(obj, VM):
+        try:
+            return obj.fast_value(path)
+        except KeyError:
+            pass
     try:
         val = obj.get(head)
     except KeyError:
-        raise vmodl.query.InvalidProperty(name=path, msg=f"invalid property {path}") from None
+        # vCenter omits a property the type declares but that has no value (e.g. parentVApp of
+        # a VM outside a vApp); only names the type does not declare are InvalidProperty.
+        try:
+            obj.vim_type._GetPropertyInfo(head)
+        except (AttributeError, KeyError):
+            raise vmodl.query.InvalidProperty(name=path, msg=f"invalid property {path}") from None
+        return None
     holder: Any = obj.vim_type
     name = head
     for part in rest.split(".") if rest else []:
@@ -223,6 +234,10 @@ class Collector:
         hit = obj.xml_cache.get(key)
         if hit is not None and hit[0] == gen and not isinstance(obj, ViewEntity):
             return hit[1]
+        if isinstance(obj, VM) and path == "config.hardware.device":
+            xml = obj.devices_xml(version)
+            obj.xml_cache[key] = (gen, xml)
+            return xml
         val = _value(obj, path)
         if val is None:
             xml = ""

@@ -416,6 +416,13 @@ class Simulator:
             snap = Snapshot(moref=f"snapshot-{vm.moref.split('-')[-1]}-{sid}", vm=vm,
                             name=name, description=description, sid=sid, created=model.now(),
                             power_state=vm.power_state, parent=vm.current)
+            if vm.cbt and not vm.cbt_active:
+                # The stun of the snapshot makes a configured CBT active, and the snapshot taken
+                # at that stun already carries changeIds (backup tools enable CBT, snapshot, and
+                # query "*" against that very snapshot).
+                vm.cbt_active = True
+                for d in vm.disks:
+                    self.store_disk(vm, d).set_cbt(True)
             overrides: dict[int, tuple[str, str]] = {}
             for d in vm.disks:
                 if not d.snapshottable:
@@ -424,11 +431,6 @@ class Simulator:
                 snap.points[d.key] = point
                 overrides[d.key] = (point.file, point.change_id)
             snap.config = vm.config_info(overrides)
-            if vm.cbt and not vm.cbt_active:
-                # the stun/unstun of a snapshot makes a configured CBT active
-                vm.cbt_active = True
-                for d in vm.disks:
-                    self.store_disk(vm, d).set_cbt(True)
             if vm.current is not None:
                 vm.current.children.append(snap)
             else:
