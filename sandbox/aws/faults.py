@@ -4,6 +4,10 @@ Settings change at run time through ``POST /_sandbox/faults`` (see :mod:`sandbox
 a test or benchmark can make the service misbehave the way AWS does under load: a fraction of
 requests throttled or failing with 5xx, added latency, snapshots that "do not exist" for a while
 after StartSnapshot, a pending-snapshot quota, a clock that runs faster for Timeout rules.
+
+Fractions are spread evenly rather than drawn independently (error diffusion with a phase taken
+from ``seed``): any n consecutive eligible requests see floor(n*f) or ceil(n*f) faults, so a test
+that sets ``throttle_fraction=0.3`` and makes six calls is sure to meet a throttle.
 """
 
 from __future__ import annotations
@@ -109,19 +113,36 @@ class FaultInjector:
         self.settings = settings or FaultSettings()
         self._rng = random.Random(self.settings.seed)
         self._buckets: dict[str, tuple[float, float]] = {}  # snapshot -> (tokens, last time)
+        self._acc: dict[str, float] = {}
+        self._new_phases()
         self.injected: dict[str, int] = {}
+
+    def _new_phases(self) -> None:
+        self._acc = {k: self._rng.random() for k in ("throttle", "server", "empty")}
+
+    def _due(self, kind: str, fraction: float) -> bool:
+        """Error diffusion: true for an evenly spread ``fraction`` of calls."""
+        if fraction <= 0:
+            return False
+        self._acc[kind] += fraction
+        if self._acc[kind] >= 1.0:
+            self._acc[kind] -= 1.0
+            return True
+        return False
 
     def update(self, patch: dict[str, Any]) -> FaultSettings:
         with self._lock:
             self.settings = settings_from_dict(self.settings, patch)
             if "seed" in patch:
                 self._rng = random.Random(self.settings.seed)
+                self._new_phases()
             return self.settings
 
     def reset(self) -> FaultSettings:
         with self._lock:
             self.settings = FaultSettings()
             self._rng = random.Random()
+            self._new_phases()
             self._buckets.clear()
             return self.settings
 
@@ -144,9 +165,9 @@ class FaultInjector:
                 error = EbsError("AccessDeniedException", "Access denied (injected).",
                                  "UNAUTHORIZED_ACCOUNT")
             if error is None and applies:
-                if s.throttle_fraction and self._rng.random() < s.throttle_fraction:
+                if self._due("throttle", s.throttle_fraction):
                     error = throttled(s.throttle_reason)
-                elif s.server_error_fraction and self._rng.random() < s.server_error_fraction:
+                elif self._due("server", s.server_error_fraction):
                     if s.server_error_status == 503:
                         error = EbsError("ServiceUnavailableException",
                                          "Service unavailable (injected).")
@@ -181,4 +202,4 @@ class FaultInjector:
         if not s.empty_page_fraction:
             return False
         with self._lock:
-            return self._rng.random() < s.empty_page_fraction
+            return self._due("empty", s.empty_page_fraction)

@@ -7,7 +7,7 @@ import random
 from typing import Any
 
 from botocore.exceptions import ClientError
-from sandbox_aws_helpers import BLOCK, error_of, rand_block, read_volume, write_snapshot
+from sandbox_aws_helpers import BLOCK, rand_block, read_volume, write_snapshot
 
 ZERO = b"\0" * BLOCK
 VOLUME_GIB = 1
@@ -95,5 +95,6 @@ def test_deleting_the_only_holder_frees_its_block_files(aws: Any, ebs: Any, ec2:
         ebs.list_snapshot_blocks(SnapshotId=sid)
         raise AssertionError("deleted snapshot still readable")
     except ClientError as exc:
-        assert error_of(type("E", (), {"value": exc})())[:2] == (
-            "ResourceNotFoundException", "SNAPSHOT_NOT_FOUND")
+        resp: dict[str, Any] = dict(exc.response)
+        assert resp["Error"]["Code"] == "ResourceNotFoundException"
+        assert resp["Reason"] == "SNAPSHOT_NOT_FOUND"

@@ -146,3 +146,17 @@ def test_clock_admin(aws: Any) -> None:
     assert after - before >= 3600
     assert aws.admin.set_clock_speed(2.0)["speed"] == 2.0
     assert aws.admin.faults()["clock_speed"] == 2.0
+
+
+def test_fractions_are_spread_evenly(aws: Any, ebs: Any) -> None:
+    """Any n eligible calls meet floor(n*f) or ceil(n*f) injected faults, whatever the seed."""
+    for seed in (1, 2, 3):
+        aws.admin.set_faults(throttle_fraction=0.25, operations=["StartSnapshot"], seed=seed)
+        throttles = 0
+        for _ in range(8):
+            try:
+                ebs.start_snapshot(VolumeSize=1)
+            except ClientError as exc:
+                assert exc.response["Error"]["Code"] == "RequestThrottledException"
+                throttles += 1
+        assert throttles == 2, seed
