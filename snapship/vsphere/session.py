@@ -10,16 +10,19 @@ timeout hits long copies), logs in again and retries that call once.
 from __future__ import annotations
 
 import http.client
+import io
 import logging
 import socket
 import ssl
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from http.cookies import SimpleCookie
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from pyVmomi import SoapStubAdapter, VmomiSupport, vim, vmodl
+from pyVmomi.SoapAdapter import SoapResponseDeserializer
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_none
 
 from snapship.vsphere.errors import (
@@ -150,14 +153,11 @@ class _SessionStub(SoapStubAdapter):
         with self._counter_lock:
             self.round_trips += 1
 
-    def InvokeMethod(self, mo: Any, info: Any, args: Any, outerStub: Any = None) -> Any:
-        if info.wsdlName in _NO_RELOGIN or outerStub is not None:
-            self._count()
-            return super().InvokeMethod(mo, info, args, outerStub)
+    def _with_relogin(self, what: str, call: Callable[[], Any]) -> Any:
         seen = [self.generation]
 
         def _before_retry(_: Any) -> None:
-            log.info("vCenter session expired during %s; logging in again", info.wsdlName)
+            log.info("vCenter session expired during %s; logging in again", what)
             self._relogin(seen[0])
 
         for attempt in Retrying(
@@ -170,8 +170,60 @@ class _SessionStub(SoapStubAdapter):
             with attempt:
                 seen[0] = self.generation
                 self._count()
-                return super().InvokeMethod(mo, info, args, outerStub)
+                return call()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def InvokeMethod(self, mo: Any, info: Any, args: Any, outerStub: Any = None) -> Any:
+        if info.wsdlName in _NO_RELOGIN or outerStub is not None:
+            self._count()
+            return super().InvokeMethod(mo, info, args, outerStub)
+        return self._with_relogin(
+            info.wsdlName, lambda: super(_SessionStub, self).InvokeMethod(mo, info, args, outerStub)
+        )
+
+    def invoke_raw(self, mo: Any, info: Any, args: Any) -> bytes:
+        """Call a method and return the raw SOAP body of a successful answer.
+
+        For bulk reads parsed without pyvmomi objects (fastxml.py). Faults are deserialized by
+        pyvmomi and raised exactly as ``InvokeMethod`` would, re-login included.
+        """
+        return bytes(self._with_relogin(info.wsdlName, lambda: self._post_raw(mo, info, args)))
+
+    def _post_raw(self, mo: Any, info: Any, args: Any) -> bytes:
+        headers = {
+            "Cookie": self.cookie,
+            "SOAPAction": self.versionId,
+            "Content-Type": "text/xml; charset=utf-8",
+            "User-Agent": "snapship (pyvmomi)",
+        }
+        if self._customHeaders:
+            headers.update(self._customHeaders)
+        req = self.SerializeRequest(mo, info, args)
+        conn = self.GetConnection()
+        try:
+            conn.request("POST", self.path, req, headers)
+            resp = conn.getresponse()
+            body = resp.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            self.DropConnections()
+            raise
+        cookie = resp.getheader("Set-Cookie") or resp.getheader("set-cookie")
+        if cookie:
+            self.cookie = cookie
+            morsel = SimpleCookie(cookie).get("vmware_soap_session")
+            if morsel is not None:
+                self.SetSessionId(morsel.value)
+        if resp.status == 200:
+            self.ReturnConnection(conn)
+            return body
+        if resp.status == 500:
+            self.ReturnConnection(conn)
+            fault = SoapResponseDeserializer(self).Deserialize(io.BytesIO(body), info.result)
+            if isinstance(fault, Exception):
+                raise fault
+        conn.close()
+        raise http.client.HTTPException(f"{resp.status} {resp.reason}")
 
 
 class VcenterSession:

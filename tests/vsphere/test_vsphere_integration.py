@@ -219,28 +219,37 @@ def test_relogin_after_session_expiry_for_calls_and_task_waits(
     assert list_snapshots(session, vm) == []
 
 
+@pytest.mark.parametrize("fast", [True, False])
 def test_inventory_restarts_when_the_session_expires_between_pages(
-    sim: SimulatorHandle, session: VcenterSession
+    sim: SimulatorHandle, session: VcenterSession, fast: bool
 ) -> None:
     stub = session.stub
-    original = stub.InvokeMethod
+    original_method, original_raw = stub.InvokeMethod, stub.invoke_raw
     expired: list[int] = []
 
-    def invoke(mo: Any, info: Any, args: Any, outerStub: Any = None) -> Any:
-        result = original(mo, info, args, outerStub)
+    def after(info: Any) -> None:
         if info.wsdlName == "RetrievePropertiesEx" and not expired:
-            expired.append(sim.admin.expire_sessions())
+            expired.append(sim.admin.expire_sessions())  # the next page meets a dead session
+
+    def invoke(mo: Any, info: Any, args: Any, outerStub: Any = None) -> Any:
+        result = original_method(mo, info, args, outerStub)
+        after(info)
+        return result
+
+    def invoke_raw(mo: Any, info: Any, args: Any) -> bytes:
+        result = original_raw(mo, info, args)
+        after(info)
         return result
 
     stub.InvokeMethod = invoke  # type: ignore[method-assign]
+    stub.invoke_raw = invoke_raw  # type: ignore[method-assign]
     try:
-        inv = read_inventory(session, max_objects=3)
+        inv = read_inventory(session, max_objects=3, fast=fast)
     finally:
-        del stub.InvokeMethod
+        del stub.InvokeMethod, stub.invoke_raw
     assert expired and session.relogins == 1
-    assert sorted(vm.name for vm in inv.vms) == sorted(
-        v["name"] for v in SCENARIO["datacenters"][0]["vms"]
-    )
+    names = sorted(v["name"] for v in SCENARIO["datacenters"][0]["vms"])
+    assert sorted(vm.name for vm in inv.vms) == names
 
 
 # ----- inventory ------------------------------------------------------------------------------
@@ -252,6 +261,9 @@ def test_demo_inventory_in_few_round_trips(demo: SimulatorHandle) -> None:
         assert inv.round_trips == 3  # CreateContainerView, RetrievePropertiesEx, DestroyView
         paged = read_inventory(s, max_objects=5)
         assert paged.round_trips == 2 + math.ceil(paged.objects_read / 5)
+        assert paged.vms == inv.vms
+        slow = read_inventory(s, fast=False)  # pyvmomi's own objects: the same facts
+        assert (slow.vms, slow.hosts, slow.datastores) == (inv.vms, inv.hosts, inv.datastores)
     by_name = {vm.name: vm for vm in inv.vms}
     assert set(by_name) == {v["name"] for v in demo.admin.vms()}
 
@@ -283,6 +295,30 @@ def test_demo_inventory_in_few_round_trips(demo: SimulatorHandle) -> None:
     assert any("template" in r for r in verdict["golden-template"].reasons)
     assert any("client" in r for r in verdict["snapship-appliance"].reasons)
     assert any("MiB free" in w for w in verdict["web-01"].warnings)  # 20 MiB free on /
+
+
+def test_edge_case_inventory_reads_the_same_both_ways(tmp_path: Path) -> None:
+    handle = start_simulator(DEMO.with_name("edge-cases.yaml"), tmp_path)
+    try:
+        with connect(handle) as s:
+            fast, slow = read_inventory(s), read_inventory(s, fast=False)
+    finally:
+        handle.stop()
+    assert fast.vms == slow.vms and len(fast.vms) == 15
+    by_name = {vm.name: check_eligibility(vm, None) for vm in fast.vms}
+    assert by_name["powered-off"].eligible and by_name["tiny-odd-size"].eligible
+    for name in (
+        "sesparse",
+        "sparse-v2",
+        "rdm-virtual",
+        "all-independent",
+        "on-vvol",
+        "with-snapshots",
+        "template",
+        "no-disks",
+        "vmx-04",
+    ):
+        assert not by_name[name].eligible, name
 
 
 # ----- CBT --------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import itertools
 from typing import Any
 
@@ -115,6 +116,8 @@ def snapshot_tree(*names: str, nested: bool = True) -> Any:
         vim.vm.SnapshotTree(
             name=n,
             snapshot=vim.vm.Snapshot(f"snapshot-{i}"),
+            vm=vim.VirtualMachine("vm-1"),
+            createTime=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
             id=i,
             description="",
             state="poweredOff",
