@@ -94,6 +94,10 @@ class Sandbox:
     client: Client
     workflows: dict[str, WorkflowHandle] = field(default_factory=dict)
 
+    def id_prefix(self) -> str:
+        """Workflow ids of this sandbox's VMs start with this (for visibility queries)."""
+        return source_server_id(self.config.client_id, "")
+
     def aws_clients(self) -> Any:
         return make_clients(
             AwsConnection(
@@ -105,7 +109,7 @@ class Sandbox:
 
     def vm_input(self, name: str, **kwargs: Any) -> SourceServerInput:
         vm = self.sim.admin.vm(name)
-        vc_uuid = "sandbox-vcenter"
+        vc_uuid = self.config.client_id
         sid = source_server_id(vc_uuid, vm["instance_uuid"])
         return SourceServerInput(
             source_server_id=sid,
