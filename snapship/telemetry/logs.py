@@ -48,6 +48,9 @@ _PAIR_RE = re.compile(
     r"(?P<quote>[\"']?)(?P<value>(?:Bearer |Basic )?[^\s\"',;&}\]]+)",
     re.IGNORECASE,
 )
+# Cheap pre-check (substring test on the lower-cased text): most lines name no credential key,
+# so the pair pattern is skipped for them. Every alternative in _SENSITIVE_KEYS contains a stem.
+_KEYWORD_STEMS = ("passw", "pwd", "secret", "token", "codec_key", "api_key", "apikey", "authoriz")
 _AWS_KEY_ID_RE = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -115,8 +118,12 @@ class Redactor:
         pattern = self._values_re
         if pattern is not None:
             text = pattern.sub(MASK, text)
-        text = _PAIR_RE.sub(lambda m: f"{m['key']}{m['quote']}{MASK}", text)
-        return _AWS_KEY_ID_RE.sub(MASK, text)
+        lowered = text.lower()
+        if any(stem in lowered for stem in _KEYWORD_STEMS):
+            text = _PAIR_RE.sub(lambda m: f"{m['key']}{m['quote']}{MASK}", text)
+        if "AKIA" in text or "ASIA" in text:
+            text = _AWS_KEY_ID_RE.sub(MASK, text)
+        return text
 
 
 REDACTOR = Redactor()

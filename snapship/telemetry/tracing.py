@@ -89,6 +89,7 @@ _lock = threading.Lock()
 _provider: TracerProvider | None = None
 _switchboard = _Switchboard()
 _warned_missing_otlp = False
+_tracer: trace.Tracer | None = None
 
 
 def _env_true(name: str) -> bool:
@@ -173,9 +174,12 @@ def configure_tracing(service_name: str = "snapship") -> TracerProvider:
 
 def get_tracer() -> trace.Tracer:
     """snapship's tracer (a no-op tracer when OTEL_SDK_DISABLED=true)."""
+    global _tracer
     if _env_true("OTEL_SDK_DISABLED"):
         return trace.NoOpTracer()
-    return configure_tracing().get_tracer(TRACER_NAME)
+    if _tracer is None:
+        _tracer = configure_tracing().get_tracer(TRACER_NAME)
+    return _tracer
 
 
 def add_exporter(exporter: SpanExporter, batch: bool = False) -> SpanProcessor:

@@ -125,3 +125,12 @@ def test_configure_logging_protects_root_handlers(tmp_path: Path) -> None:
             if handler not in before[0]:
                 root.removeHandler(handler)
         root.setLevel(before[1])
+
+
+def test_fast_precheck_covers_every_sensitive_key() -> None:
+    # The substring pre-check must never skip a line the pair pattern would have masked.
+    from snapship.telemetry import logs
+
+    for key in logs._SENSITIVE_KEYS.split("|"):
+        assert any(stem in key for stem in logs._KEYWORD_STEMS), key
+        assert redact(f"{key.upper()}=abcd1234zz") == f"{key.upper()}=***"
