@@ -415,69 +415,67 @@ class VM(Entity):
         self.touch()
 
     # --- vim values ----------------------------------------------------------------------
+    def disk_values(self, d: Disk, file: str | None = None, change_id: str | None = None
+                    ) -> dict[str, Any]:
+        """Plain values of a VirtualDisk device (input of build_disk and of XML templates)."""
+        live = d.store_disk.live_file if d.store_disk is not None else d.path_hint
+        if change_id is None:
+            change_id = self.inv.live_change_id(d) if self.cbt_active else None
+        hexid = d.uuid.replace("-", "")
+        return {"kind": d.backing, "key": d.key, "ctl": d.controller_key, "unit": d.unit,
+                "label": d.label, "summary": f"{d.capacity // KiB:,} KB",
+                "file": file or live, "ds": d.datastore.moref, "mode": d.mode, "thin": d.thin,
+                "uuid": d.uuid, "change": change_id or None,
+                "content": uuidlib.uuid5(uuidlib.NAMESPACE_OID, d.uuid).hex,
+                "devname": f"vml.0200000000{hexid[:24]}", "lun": "0200000000" + hexid,
+                "kb": d.capacity // KiB, "bytes": d.capacity}
+
     def disk_device(self, d: Disk, file: str | None = None, change_id: str | None = None
                     ) -> Any:
         """The VirtualDisk device; ``file``/``change_id`` override for a snapshot's config."""
-        live = d.store_disk.live_file if d.store_disk is not None else d.path_hint
-        fname = file or live
-        if change_id is None:
-            change_id = self.inv.live_change_id(d) if self.cbt_active else None
-        ds = d.datastore.ref()
-        b: Any
-        if d.backing == "flat":
-            b = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
-                fileName=fname, datastore=ds, diskMode=d.mode, thinProvisioned=d.thin,
-                eagerlyScrub=False, split=False, writeThrough=False, uuid=d.uuid,
-                changeId=change_id or None, contentId=uuidlib.uuid5(
-                    uuidlib.NAMESPACE_OID, d.uuid).hex, digestEnabled=False,
-                sharing="sharingNone")
-        elif d.backing.startswith("rdm"):
-            b = vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo(
-                fileName=fname, datastore=ds, diskMode=d.mode,
-                compatibilityMode="physicalMode" if d.backing == "rdm_physical"
-                else "virtualMode", deviceName=f"vml.0200000000{d.uuid.replace('-', '')[:24]}",
-                lunUuid="0200000000" + d.uuid.replace("-", ""), uuid=d.uuid,
-                changeId=change_id or None, sharing="sharingNone")
-        elif d.backing == "sesparse":
-            b = vim.vm.device.VirtualDisk.SeSparseBackingInfo(
-                fileName=fname, datastore=ds, diskMode=d.mode, writeThrough=False,
-                uuid=d.uuid, changeId=change_id or None, grainSize=4)
-        else:
-            b = vim.vm.device.VirtualDisk.SparseVer2BackingInfo(
-                fileName=fname, datastore=ds, diskMode=d.mode, split=False,
-                writeThrough=False, spaceUsedInKB=0, uuid=d.uuid, changeId=change_id or None)
-        return vim.vm.device.VirtualDisk(
-            key=d.key, controllerKey=d.controller_key, unitNumber=d.unit,
-            deviceInfo=vim.Description(label=d.label, summary=f"{d.capacity // KiB:,} KB"),
-            backing=b, capacityInKB=d.capacity // KiB, capacityInBytes=d.capacity,
-            shares=vim.SharesInfo(shares=1000, level="normal"),
-            storageIOAllocation=vim.StorageResourceManager.IOAllocationInfo(limit=-1))
+        return build_disk(self.disk_values(d, file, change_id))
+
+    def nic_values(self, n: Nic) -> dict[str, Any]:
+        return {"kind": n.kind, "key": n.key, "mac": n.mac,
+                "label": f"Network adapter {n.key - 4000 + 1}", "net_name": n.network.name,
+                "net": n.network.moref, "connected": self.power_state == "poweredOn"}
 
     def devices(self, overrides: dict[int, tuple[str, str]] | None = None) -> list[Any]:
         """The full device list: SCSI controller, disks and NICs."""
-        devs: list[Any] = [vim.vm.device.ParaVirtualSCSIController(
-            key=1000, busNumber=0, sharedBus="noSharing", scsiCtlrUnitNumber=7,
-            deviceInfo=vim.Description(label="SCSI controller 0",
-                                       summary="VMware paravirtual SCSI"),
-            device=[d.key for d in self.disks])]
+        devs: list[Any] = [build_controller({"disks": [d.key for d in self.disks]})]
         for d in self.disks:
             if overrides and d.key in overrides:
                 devs.append(self.disk_device(d, *overrides[d.key]))
             else:
                 devs.append(self.disk_device(d))
-        for n in self.nics:
-            cls = (vim.vm.device.VirtualVmxnet3 if n.kind == "vmxnet3"
-                   else vim.vm.device.VirtualE1000)
-            devs.append(cls(
-                key=n.key, macAddress=n.mac, addressType="assigned",
-                deviceInfo=vim.Description(label=f"Network adapter {n.key - 4000 + 1}",
-                                           summary=n.network.name),
-                backing=vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
-                    deviceName=n.network.name, network=n.network.ref()),
-                connectable=vim.vm.device.VirtualDevice.ConnectInfo(
-                    connected=self.power_state == "poweredOn", startConnected=True,
-                    allowGuestControl=True, status="ok")))
+        devs.extend(build_nic(self.nic_values(n)) for n in self.nics)
         return devs
+
+    def devices_xml(self, version: str) -> str:
+        """config.hardware.device as a <propSet>, rendered from templates (see fastxml)."""
+        from sandbox.vcsim.fastxml import render
+
+        dev_t = vim.vm.device.VirtualDevice
+        parts = ['<propSet><name>config.hardware.device</name>'
+                 '<val xsi:type="ArrayOfVirtualDevice">',
+                 render(build_controller, "ctl", {"disks": [d.key for d in self.disks]},
+                        "VirtualDevice", dev_t, version)]
+        for d in self.disks:
+            v = self.disk_values(d)
+            parts.append(render(build_disk, "disk:" + v["kind"], v, "VirtualDevice", dev_t,
+                                version))
+        for n in self.nics:
+            v = self.nic_values(n)
+            parts.append(render(build_nic, "nic:" + v["kind"], v, "VirtualDevice", dev_t,
+                                version))
+        parts.append("</val></propSet>")
+        return "".join(parts)
+
+    FAST_PATHS: dict[str, Callable[[VM], Any]] = {}
+
+    def fast_value(self, path: str) -> Any:
+        """Common nested properties without building the whole ConfigInfo (KeyError if not)."""
+        return VM.FAST_PATHS[path](self)
 
     def config_info(self, overrides: dict[int, tuple[str, str]] | None = None) -> Any:
         ds = self.datastore.name if self.datastore else "datastore1"
@@ -573,6 +571,88 @@ class VM(Entity):
     def all_props(self) -> list[str]:
         return [*super().all_props(), "config", "runtime", "guest", "summary", "snapshot",
                 "rootSnapshot", "datastore", "network"]
+
+
+def build_disk(v: dict[str, Any]) -> Any:
+    """A vim VirtualDisk from disk_values()."""
+    ds = vim.Datastore(v["ds"])
+    kind = v["kind"]
+    b: Any
+    if kind == "flat":
+        b = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+            fileName=v["file"], datastore=ds, diskMode=v["mode"], thinProvisioned=v["thin"],
+            eagerlyScrub=False, split=False, writeThrough=False, uuid=v["uuid"],
+            changeId=v["change"], contentId=v["content"], digestEnabled=False,
+            sharing="sharingNone")
+    elif kind.startswith("rdm"):
+        b = vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo(
+            fileName=v["file"], datastore=ds, diskMode=v["mode"],
+            compatibilityMode="physicalMode" if kind == "rdm_physical" else "virtualMode",
+            deviceName=v["devname"], lunUuid=v["lun"], uuid=v["uuid"], changeId=v["change"],
+            sharing="sharingNone")
+    elif kind == "sesparse":
+        b = vim.vm.device.VirtualDisk.SeSparseBackingInfo(
+            fileName=v["file"], datastore=ds, diskMode=v["mode"], writeThrough=False,
+            uuid=v["uuid"], changeId=v["change"], grainSize=4)
+    else:
+        b = vim.vm.device.VirtualDisk.SparseVer2BackingInfo(
+            fileName=v["file"], datastore=ds, diskMode=v["mode"], split=False,
+            writeThrough=False, spaceUsedInKB=0, uuid=v["uuid"], changeId=v["change"])
+    return vim.vm.device.VirtualDisk(
+        key=v["key"], controllerKey=v["ctl"], unitNumber=v["unit"],
+        deviceInfo=vim.Description(label=v["label"], summary=v["summary"]),
+        backing=b, capacityInKB=v["kb"], capacityInBytes=v["bytes"],
+        shares=vim.SharesInfo(shares=1000, level="normal"),
+        storageIOAllocation=vim.StorageResourceManager.IOAllocationInfo(limit=-1))
+
+
+def build_controller(v: dict[str, Any]) -> Any:
+    return vim.vm.device.ParaVirtualSCSIController(
+        key=1000, busNumber=0, sharedBus="noSharing", scsiCtlrUnitNumber=7,
+        deviceInfo=vim.Description(label="SCSI controller 0", summary="VMware paravirtual SCSI"),
+        device=list(v["disks"]))
+
+
+def build_nic(v: dict[str, Any]) -> Any:
+    cls = vim.vm.device.VirtualVmxnet3 if v["kind"] == "vmxnet3" else vim.vm.device.VirtualE1000
+    return cls(
+        key=v["key"], macAddress=v["mac"], addressType="assigned",
+        deviceInfo=vim.Description(label=v["label"], summary=v["net_name"]),
+        backing=vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
+            deviceName=v["net_name"], network=vim.Network(v["net"])),
+        connectable=vim.vm.device.VirtualDevice.ConnectInfo(
+            connected=v["connected"], startConnected=True, allowGuestControl=True,
+            status="ok"))
+
+
+def _host_ref(vm: VM) -> Any:
+    return vm.host.ref() if vm.host else None
+
+
+VM.FAST_PATHS.update({
+    "config.name": lambda vm: vm.name,
+    "config.instanceUuid": lambda vm: vm.instance_uuid,
+    "config.uuid": lambda vm: vm.bios_uuid,
+    "config.version": lambda vm: vm.hw_version,
+    "config.template": lambda vm: vm.template,
+    "config.guestId": lambda vm: vm.guest_id,
+    "config.guestFullName": lambda vm: vm.guest_full_name,
+    "config.firmware": lambda vm: vm.firmware,
+    "config.changeTrackingEnabled": lambda vm: vm.cbt,
+    "config.hardware.numCPU": lambda vm: vm.cpus,
+    "config.hardware.memoryMB": lambda vm: vm.memory_mb,
+    "runtime.powerState": lambda vm: vm.power_state,
+    "runtime.host": _host_ref,
+    "runtime.connectionState": lambda vm: "connected",
+    "runtime.consolidationNeeded": lambda vm: vm.consolidation_needed,
+    "summary.config.name": lambda vm: vm.name,
+    "summary.config.instanceUuid": lambda vm: vm.instance_uuid,
+    "summary.config.uuid": lambda vm: vm.bios_uuid,
+    "summary.config.template": lambda vm: vm.template,
+    "summary.config.numVirtualDisks": lambda vm: len(vm.disks),
+    "summary.runtime.powerState": lambda vm: vm.power_state,
+    "summary.runtime.host": _host_ref,
+})
 
 
 class Inventory:

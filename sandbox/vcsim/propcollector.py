@@ -16,7 +16,7 @@ from typing import Any
 from pyVmomi import VmomiSupport, vim, vmodl
 
 from sandbox.vcsim.model import VM, Entity, Folder, Inventory
-from sandbox.vcsim.soap import serialize_value
+from sandbox.vcsim.soap import fast_propset, serialize_value
 
 PC = vmodl.query.PropertyCollector
 _tokens = itertools.count(1)
@@ -242,8 +242,9 @@ class Collector:
         if val is None:
             xml = ""
         else:
-            xml = serialize_value(vmodl.DynamicProperty(name=path, val=val), "propSet",
-                                  vmodl.DynamicProperty, version)
+            xml = fast_propset(path, val) or serialize_value(
+                vmodl.DynamicProperty(name=path, val=val), "propSet", vmodl.DynamicProperty,
+                version)
         obj.xml_cache[key] = (gen, xml)
         return xml
 

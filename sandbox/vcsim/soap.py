@@ -160,7 +160,9 @@ def serialize_value(val: Any, name: str, typ: Any, version: str) -> str:
     if val is None:
         return ""
     info = VmomiSupport.Object(name=name, type=typ, version=version, flags=0)
-    return _strip_version_attr(SoapAdapter.SerializeToStr(val, info, version, RESPONSE_NSMAP))
+    xml = _strip_version_attr(SoapAdapter.SerializeToStr(val, info, version, RESPONSE_NSMAP))
+    # vCenter types a moref held in anyType as ManagedObjectReference (pyvmomi: ManagedObject)
+    return xml.replace('xsi:type="ManagedObject" ', 'xsi:type="ManagedObjectReference" ')
 
 
 def response_envelope(method: str, body_xml: str) -> bytes:
@@ -223,3 +225,30 @@ __all__ = [
     "vim",
     "vmodl",
 ]
+
+
+def fast_propset(path: str, val: Any) -> str | None:
+    """<propSet> XML for common scalar values without pyvmomi (None: use serialize_value).
+
+    Produces exactly what ``serialize_value(DynamicProperty(path, val), "propSet", ...)``
+    produces for str, bool, plain int, a moref and a typed moref array.
+    """
+    head = f"<propSet><name>{SoapAdapter.XmlEscape(path)}</name>"
+    t = type(val)
+    if t is str:
+        return f'{head}<val xsi:type="xsd:string">{SoapAdapter.XmlEscape(val)}</val></propSet>'
+    if t is bool:
+        return f'{head}<val xsi:type="xsd:boolean">{"true" if val else "false"}</val></propSet>'
+    if t is int:
+        return f'{head}<val xsi:type="xsd:int">{val}</val></propSet>'
+    if isinstance(val, VmomiSupport.ManagedObject):
+        return (f'{head}<val xsi:type="ManagedObjectReference" type="{val._wsdlName}">'
+                f"{SoapAdapter.XmlEscape(val._moId)}</val></propSet>")
+    if isinstance(val, list) and getattr(t, "Item", None) is not None and \
+            issubclass(t.Item, VmomiSupport.ManagedObject):
+        items = "".join(f'<ManagedObjectReference type="{m._wsdlName}">'
+                        f"{SoapAdapter.XmlEscape(m._moId)}</ManagedObjectReference>"
+                        for m in val)
+        return (f'{head}<val xsi:type="ArrayOfManagedObjectReference">{items}</val>'
+                "</propSet>")
+    return None

@@ -147,9 +147,11 @@ def test_cbt_not_active_until_first_snapshot_and_history(sim, si, tmp_path: Path
     t = vm.CreateSnapshot_Task("h1", "", False, False)
     WaitForTask(t)
     first = t.info.result
-    assert _disks(first.config)[0].backing.changeId is None
-    with pytest.raises(vim.fault.FileFault):
-        vm.QueryChangedDiskAreas(first, 2000, 0, "*")
+    # configured-but-inactive CBT: the live disk has no changeId until the snapshot's stun
+    # activates CBT; that snapshot already carries a changeId and answers "*"
+    assert _disks(first.config)[0].backing.changeId
+    areas = vm.QueryChangedDiskAreas(first, 2000, 0, "*")
+    assert [(e.start, e.length) for e in areas.changedArea] == [(0, 65536)]
     hist = [h for h in sim.admin.history() if h["vm"] == "old"]
     assert hist and Path(hist[-1]["disks"]["2000"]).read_bytes()[:10] == b"Z" * 10
     sim.admin.configure(record_snapshot_content=False)
