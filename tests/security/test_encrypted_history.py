@@ -9,8 +9,13 @@ client -> workflow -> activity -> our own span inside the activity.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import sys
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +29,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from snapship.codec import ENCODING, KeyRing, data_converter
+    from snapship.codec import ENCODING, EncryptionCodec, KeyRing, data_converter
+    from snapship.codec_server import start_codec_server
     from snapship.secrets import Secret
     from snapship.telemetry.tracing import capture_spans, span, temporal_tracing_interceptor
 
@@ -208,3 +214,82 @@ async def test_workflow_failures_are_redacted_too(temporal_env: WorkflowEnvironm
     history = await handle.fetch_history()
     raw = b"".join(event.SerializeToString() for event in history.events)
     assert MARKER.encode() not in raw and SECRET.encode() not in raw
+
+
+def _first_input(show_json: str) -> tuple[bytes, bytes]:
+    """(encoding, data) of the workflow input in `temporal workflow show --output json`."""
+    first = json.loads(show_json)["events"][0]
+    [payload] = first["workflowExecutionStartedEventAttributes"]["input"]["payloads"]
+    return base64.b64decode(payload["metadata"]["encoding"]), base64.b64decode(payload["data"])
+
+
+async def _temporal_cli(*args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("temporal")),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_temporal_cli_reads_and_writes_through_the_codec_server(
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    """The real `temporal` CLI with --codec-endpoint: /encode for inputs, /decode for history."""
+    keyring = KeyRing.generate("cli")
+    codec_server = start_codec_server(EncryptionCodec(keyring))
+    target = temporal_env.client.service_client.config.target_host
+    namespace = temporal_env.client.namespace
+    connection = ["--address", target, "--namespace", namespace]
+    codec = ["--codec-endpoint", codec_server.url]
+    client = await Client.connect(
+        target, namespace=namespace, data_converter=data_converter(keyring)
+    )
+    task_queue = f"cli-{uuid.uuid4()}"
+    workflow_id = f"cli-{uuid.uuid4()}"
+    try:
+        async with Worker(
+            client, task_queue=task_queue, workflows=[EncWorkflow], activities=[enc_activity]
+        ):
+            await _temporal_cli(
+                "workflow",
+                "start",
+                "--type",
+                "EncWorkflow",
+                "--task-queue",
+                task_queue,
+                "--workflow-id",
+                workflow_id,
+                "--input",
+                json.dumps(MARKER),
+                *connection,
+                *codec,
+            )
+            handle = client.get_workflow_handle(workflow_id)
+            assert await handle.result() == f"{MARKER}|activity-saw-it|workflow-done"
+        history = await handle.fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes
+        [sent] = started.input.payloads
+        assert sent.metadata["encoding"] == ENCODING  # the CLI encrypted it via /encode
+        assert sent.metadata["encryption-key-id"] == b"cli"
+        decoded = await _temporal_cli(
+            "workflow",
+            "show",
+            "--workflow-id",
+            workflow_id,
+            "--output",
+            "json",
+            *connection,
+            *codec,
+        )
+        assert _first_input(decoded) == (b"json/plain", json.dumps(MARKER).encode())
+        raw = await _temporal_cli(
+            "workflow", "show", "--workflow-id", workflow_id, "--output", "json", *connection
+        )
+        encoding, data = _first_input(raw)
+        assert encoding == ENCODING and MARKER.encode() not in data
+    finally:
+        codec_server.stop()
