@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,10 +18,7 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from sandbox.vcsim.scenario import generate_scenario  # noqa: E402
-from sandbox.vcsim.testing import start_simulator  # noqa: E402
 
 PC = vmodl.query.PropertyCollector
 PATHS = ["name", "config.instanceUuid", "config.version", "runtime.powerState", "runtime.host",
@@ -46,17 +44,32 @@ def collect(si) -> tuple[int, int]:
     return n, trips
 
 
+def start_subprocess(n_vms: int, state: Path) -> tuple[subprocess.Popen[bytes], dict]:
+    """The simulator in its own process, as in a demo: client and server do not share a GIL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox.vcsim", "--generate", str(n_vms), "--port", "0",
+         "--state-dir", str(state)], cwd=ROOT, stdout=subprocess.DEVNULL)
+    info_path = state / "endpoint.json"
+    deadline = time.monotonic() + 120
+    while not info_path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("simulator did not start")
+        time.sleep(0.1)
+    return proc, json.loads(info_path.read_text())
+
+
 def main() -> None:
     n_vms = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
-        h = start_simulator(generate_scenario(n_vms), Path(tmp))
+        proc, info = start_subprocess(n_vms, Path(tmp))
         start_s = time.monotonic() - t0
         try:
-            ctx = ssl.create_default_context(cafile=str(h.ca_path))
-            si = SmartConnect(host="localhost", port=h.port,
+            users = json.loads(Path(info["credentials_file"]).read_text())
+            ctx = ssl.create_default_context(cafile=info["ca_path"])
+            si = SmartConnect(host="localhost", port=info["port"],
                               user="administrator@vsphere.local",
-                              pwd=h.users["administrator@vsphere.local"], sslContext=ctx)
+                              pwd=users["administrator@vsphere.local"], sslContext=ctx)
             runs = []
             for label in ("cold", "warm"):
                 t = time.monotonic()
@@ -66,9 +79,10 @@ def main() -> None:
                 print(f"{label}: {n} VMs in {runs[-1]['seconds']} s, {trips} round trips")
             Disconnect(si)
         finally:
-            h.stop()
+            proc.terminate()
+            proc.wait(30)
     out = {"vms": n_vms, "simulator_start_seconds": round(start_s, 2), "paths": PATHS,
-           "runs": runs}
+           "runs": runs, "note": "simulator in a subprocess; client is pyvmomi 9.1"}
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench" / "results" / "inventory.json").write_text(json.dumps(out, indent=2))
 
