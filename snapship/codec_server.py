@@ -19,6 +19,7 @@ oracle.
 from __future__ import annotations
 
 import argparse
+import hmac
 import logging
 import threading
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
 from snapship.codec import CodecError, EncryptionCodec, KeyRing
+from snapship.secrets import Secret
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class _Handler(BaseHTTPRequestHandler):
     # Filled in by the per-server subclass built in start_codec_server.
     codec: EncryptionCodec
     allowed_origins: frozenset[str]
+    auth_header: bytes | None = None  # expected "Authorization" value, when auth is on
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("codec server: " + format, *args)
@@ -83,7 +86,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Access-Control-Allow-Origin", origin)
         self.send_header("Vary", "Origin")
         self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
-        self.send_header("Access-Control-Allow-Headers", ALLOWED_HEADERS)
+        allowed = ALLOWED_HEADERS + (",authorization" if self.auth_header else "")
+        self.send_header("Access-Control-Allow-Headers", allowed)
         self.send_header("Access-Control-Allow-Credentials", "true")
         self.send_header("Access-Control-Max-Age", "600")
         if self.headers.get("Access-Control-Request-Private-Network", "").lower() == "true":
@@ -130,6 +134,11 @@ class _Handler(BaseHTTPRequestHandler):
         if operation is None:
             self._error(404, "not found: POST .../encode or .../decode")
             return
+        if self.auth_header is not None:
+            given = self.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, self.auth_header):
+                self._error(401, "missing or wrong Authorization header")
+                return
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
@@ -164,12 +173,23 @@ def start_codec_server(
     port: int = 0,
     addr: str = "127.0.0.1",
     allowed_origins: Iterable[str] = DEFAULT_ALLOWED_ORIGINS,
+    auth_token: str | Secret | None = None,
 ) -> CodecServer:
-    """Serve `codec` over HTTP in a background thread. `port=0` picks a free port."""
+    """Serve `codec` over HTTP in a background thread. `port=0` picks a free port.
+
+    `auth_token`: when set, POSTs must carry `Authorization: Bearer <token>` (the CLI's
+    `--codec-auth "Bearer <token>"`), so other local users cannot decrypt through the server.
+    The dev server's Web UI sends no token, so leave it unset where the UI must decode.
+    """
+    token = auth_token.reveal() if isinstance(auth_token, Secret) else auth_token
     handler = type(
         "CodecHandler",
         (_Handler,),
-        {"codec": codec, "allowed_origins": frozenset(o.rstrip("/") for o in allowed_origins)},
+        {
+            "codec": codec,
+            "allowed_origins": frozenset(o.rstrip("/") for o in allowed_origins),
+            "auth_header": f"Bearer {token}".encode() if token else None,
+        },
     )
     server = ThreadingHTTPServer((addr, port), handler)
     server.daemon_threads = True

@@ -14,6 +14,7 @@ from temporalio.api.common.v1 import Payload
 
 from snapship.codec import ENCODING, EncryptionCodec, KeyRing
 from snapship.codec_server import CodecServer, start_codec_server
+from snapship.secrets import Secret
 
 UI = "http://127.0.0.1:8233"
 MARKER = "PLAINTEXT-MARKER-codec-server"
@@ -146,3 +147,29 @@ def test_bad_requests(server: ServerFixture) -> None:
     }
     status, _, text = request(handle.url + "/decode", body)
     assert status == 400 and b"gone" in text
+
+
+def test_optional_bearer_token() -> None:
+    handle = start_codec_server(
+        EncryptionCodec(KeyRing.generate()), allowed_origins=[UI], auth_token=Secret("tok-5f1d9a")
+    )
+    try:
+        status, _, _ = request(handle.url + "/encode", plain_json())
+        assert status == 401
+        status, _, _ = request(
+            handle.url + "/encode", plain_json(), headers={"Authorization": "Bearer wrong"}
+        )
+        assert status == 401
+        status, _, body = request(
+            handle.url + "/encode", plain_json(), headers={"Authorization": "Bearer tok-5f1d9a"}
+        )
+        assert status == 200 and b"payloads" in body
+        status, headers, _ = request(
+            handle.url + "/decode",
+            method="OPTIONS",
+            headers={"Origin": UI, "Access-Control-Request-Method": "POST"},
+        )
+        assert status == 200  # preflight carries no credentials
+        assert "authorization" in headers["Access-Control-Allow-Headers"]
+    finally:
+        handle.stop()
