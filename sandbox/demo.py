@@ -137,15 +137,20 @@ class Demo:
         say(f"local AWS at {self.aws.endpoint_url} ({self.aws.region})")
 
     def start_temporal(self) -> None:
+        """`snapship temporal start`, as a user would (the server outlives the command)."""
         from snapship import temporal_server as ts
 
         self.temporal = ts.DevServerSettings(
             data_dir=self.home, port=free_port(), ui_port=free_port(),
             ui_codec_endpoint=f"http://127.0.0.1:{self.codec_port}",
         )
-        ts.start(self.temporal)
-        say(f"Temporal dev server at {self.temporal.address}; Web UI "
-            f"http://127.0.0.1:{self.temporal.ui_port}")
+        self.snapship(*self.temporal_flags("start"),
+                      "--ui-codec-endpoint", str(self.temporal.ui_codec_endpoint))
+
+    def temporal_flags(self, action: str) -> list[str]:
+        assert self.temporal is not None
+        return ["temporal", action, "--data-dir", str(self.home),
+                "--port", str(self.temporal.port), "--ui-port", str(self.temporal.ui_port)]
 
     def install(self) -> None:
         details = [self.sim.admin.vm(v["name"]) for v in self.sim.admin.vms()]
@@ -352,10 +357,8 @@ class Demo:
                     os.killpg(self.worker.pid, signal.SIGKILL)
                 self.worker.wait(timeout=5)
         if self.temporal is not None:
-            from snapship import temporal_server as ts
-
             with contextlib.suppress(Exception):
-                ts.stop(self.temporal)
+                self.snapship(*self.temporal_flags("stop"), show=False)
         for part in (self.aws, self.sim):
             if part is not None:
                 with contextlib.suppress(Exception):
