@@ -33,10 +33,11 @@ class BlockStore:
         self._present: set[bytes] = set()
         self._pins: Counter[bytes] = Counter()
         self._tmp_seq = 0
+        self._root_str = str(self.root)
 
-    def _path(self, digest: bytes) -> Path:
+    def _path(self, digest: bytes) -> str:
         h = digest.hex()
-        return self.root / h[:2] / h[2:]
+        return f"{self._root_str}/{h[:2]}/{h[2:]}"
 
     @property
     def stored_blocks(self) -> int:
@@ -55,10 +56,15 @@ class BlockStore:
             self._tmp_seq += 1
             seq = self._tmp_seq
         path = self._path(digest)
-        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.{seq}")
+        tmp = f"{path}.{seq}.tmp"
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             self.unpin(digest)

@@ -21,6 +21,36 @@ from urllib.parse import unquote_to_bytes
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 IDLE_TIMEOUT = 300.0
+MAX_HEADER_LINE = 65536
+MAX_HEADERS = 100
+
+
+class Headers:
+    """Request headers in arrival order with case-insensitive ``get``.
+
+    The stdlib parses headers with the ``email`` package, which cost more CPU per request than
+    storing the 512 KiB block; this is the small subset the server and BaseHTTPRequestHandler use.
+    """
+
+    __slots__ = ("_by_name", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[tuple[str, str]] = []
+        self._by_name: dict[str, str] = {}
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append((name, value))
+        key = name.lower()
+        self._by_name[key] = f"{self._by_name[key]},{value}" if key in self._by_name else value
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._by_name.get(name.lower(), default)
+
+    def items(self) -> list[tuple[str, str]]:
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -28,13 +58,49 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     timeout = IDLE_TIMEOUT
     server: WsgiHttpServer
+    headers: Headers  # type: ignore[assignment]
+    raw_requestline: bytes
+
+    def parse_request(self) -> bool:
+        """Request line and headers, without the ``email`` parser (see :class:`Headers`)."""
+        self.command = None  # type: ignore[assignment]
+        self.request_version = "HTTP/0.9"
+        self.close_connection = True
+        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = requestline
+        words = requestline.split()
+        if len(words) != 3 or not words[2].startswith("HTTP/1."):
+            self.send_error(400, "Bad request line")
+            return False
+        self.command, self.path, self.request_version = words
+        headers = Headers()
+        while True:
+            line = self.rfile.readline(MAX_HEADER_LINE + 1)
+            if len(line) > MAX_HEADER_LINE or len(headers) > MAX_HEADERS:
+                self.send_error(431, "Request header fields too large")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, sep, value = line.decode("iso-8859-1").partition(":")
+            if not sep:
+                self.send_error(400, "Malformed header line")
+                return False
+            headers.add(name.strip(), value.strip())
+        self.headers = headers
+        conn = (headers.get("Connection") or "").lower()
+        keep = conn == "keep-alive" if self.request_version == "HTTP/1.0" else conn != "close"
+        self.close_connection = not keep
+        if (headers.get("Expect") or "").lower() == "100-continue":
+            self.send_response_only(100)
+            self.end_headers()
+        return True
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
             super().log_message(format, *args)
 
     def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        if (self.headers.get("Transfer-Encoding") or "").lower() == "chunked":
             parts: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
