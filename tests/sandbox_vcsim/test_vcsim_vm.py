@@ -156,3 +156,36 @@ def test_cbt_not_active_until_first_snapshot_and_history(sim, si, tmp_path: Path
     assert hist and Path(hist[-1]["disks"]["2000"]).read_bytes()[:10] == b"Z" * 10
     sim.admin.configure(record_snapshot_content=False)
     WaitForTask(first.RemoveSnapshot_Task(False))
+
+
+def test_storage_vmotion_with_snapshot_moves_frozen_layers(sim, si) -> None:
+    vm = find_vm(si, "db-01")
+    sim.admin.write("db-01", 4096, b"S" * 100)
+    t = vm.CreateSnapshot_Task("sv", "", False, False)
+    WaitForTask(t)
+    snap = t.info.result
+    before = _disks(snap.config)[0].backing.fileName
+    target = "ds2" if before.startswith("[ds1]") else "ds1"
+    sim.admin.storage_vmotion("db-01", target)
+    after = _disks(snap.config)[0].backing.fileName
+    assert after.startswith(f"[{target}]") and after != before
+    published = (sim.state_dir / "vddk" / "snapshots" / vm._moId / snap._moId).read_text()
+    assert after in published.splitlines()
+    assert sim.admin.read("db-01", 4096, 100, file=after) == b"S" * 100
+    WaitForTask(snap.RemoveSnapshot_Task(False))
+    assert not (sim.state_dir / "vddk" / "snapshots" / vm._moId / snap._moId).exists()
+
+
+def test_disk_add_extend_remove(sim, si) -> None:
+    vm = find_vm(si, "web-01")
+    key = sim.admin.add_disk("web-01", 256)
+    assert any(d.key == key and d.capacityInKB == 256 for d in _disks(vm.config))
+    disk = next(d for d in _disks(vm.config) if d.key == key)
+    disk.capacityInKB = 512
+    disk.capacityInBytes = 512 * 1024
+    spec = vim.vm.ConfigSpec(deviceChange=[vim.vm.device.VirtualDeviceSpec(
+        operation="edit", device=disk)])
+    assert WaitForTask(vm.ReconfigVM_Task(spec)) == "success"
+    assert next(d for d in _disks(vm.config) if d.key == key).capacityInBytes == 512 * 1024
+    sim.admin.remove_disk("web-01", key)
+    assert all(d.key != key for d in _disks(vm.config))

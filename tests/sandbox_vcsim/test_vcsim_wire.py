@@ -173,3 +173,64 @@ def test_shipped_scenarios_load_and_serve(tmp_path: Path, name: str) -> None:
         Disconnect(s)
     finally:
         h.stop()
+
+
+def test_cli_serves_and_prints_endpoint(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox.vcsim", "--scenario",
+                             str(root / "sandbox" / "scenarios" / "demo.yaml"), "--port", "0",
+                             "--state-dir", str(tmp_path)], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        info_path = tmp_path / "endpoint.json"
+        deadline = time.monotonic() + 30
+        while not info_path.exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        info = json.loads(info_path.read_text())
+        creds = json.loads(Path(info["credentials_file"]).read_text())
+        assert oct(Path(info["credentials_file"]).stat().st_mode)[-3:] == "600"
+        ctx = ssl.create_default_context(cafile=info["ca_path"])
+        s = SmartConnect(host="localhost", port=info["port"], user=ADMIN, pwd=creds[ADMIN],
+                         sslContext=ctx)
+        assert s.content.about.apiType == "VirtualCenter"
+        Disconnect(s)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert b'"ca_path"' in out
+
+
+def test_wait_for_updates_ex_times_out_then_reports_change(sim, si) -> None:
+    from .conftest import find_vm
+
+    vm = find_vm(si, "lab-01")
+    pc = si.content.propertyCollector
+    spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=vm)],
+                         propSet=[PC.PropertySpec(type=vim.VirtualMachine,
+                                                  pathSet=["runtime.host"])])
+    f = pc.CreateFilter(spec, False)
+    try:
+        first = pc.WaitForUpdatesEx("", PC.WaitOptions(maxWaitSeconds=1))
+        assert first.filterSet[0].objectSet[0].kind == "enter"
+        assert pc.WaitForUpdatesEx(first.version, PC.WaitOptions(maxWaitSeconds=1)) is None
+        target = "esx2" if vm.runtime.host.name == "esx1" else "esx1"
+        sim.admin.vmotion("lab-01", target, delay=0.3)
+        upd = pc.WaitForUpdatesEx(first.version, PC.WaitOptions(maxWaitSeconds=10))
+        change = upd.filterSet[0].objectSet[0].changeSet[0]
+        assert change.name == "runtime.host" and change.val.name == target
+    finally:
+        f.Destroy()
+
+
+def test_dropped_connection_is_an_error_then_recovers(sim, si) -> None:
+    sim.admin.drop_connections(1)
+    with pytest.raises(Exception):   # noqa: B017 - http.client raises RemoteDisconnected
+        si.content.rootFolder.childEntity  # noqa: B018
+    assert si.content.rootFolder.childEntity
