@@ -2,12 +2,14 @@
 
 ``python -m sandbox.aws --host 127.0.0.1 --port 4566 --data-dir D`` serves until SIGINT or
 SIGTERM and prints ``local-aws endpoint http://HOST:PORT`` once it accepts connections (port 0
-picks a free port; the printed line tells which).
+picks a free port; the printed line tells which). ``--faults JSON`` sets initial fault settings
+(the same keys as ``POST /_sandbox/faults``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -109,26 +111,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=4566, help="0 picks a free port")
-    p.add_argument("--data-dir", type=Path, required=True, help="where block files are kept")
+    p.add_argument("--data-dir", type=Path, default=Path(".data/local-aws"),
+                   help="where block files are kept (default: .data/local-aws)")
     p.add_argument("--complete-delay", type=float, default=0.5,
                    help="seconds a completed snapshot stays pending while sealing")
     p.add_argument("--pending-quota", type=int, default=100)
+    p.add_argument("--faults", default="{}",
+                   help='initial fault settings as JSON, e.g. \'{"throttle_fraction": 0.1}\'')
     p.add_argument("--verbose", action="store_true", help="log every request")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    server = LocalAwsServer(
-        args.data_dir,
-        host=args.host,
-        port=args.port,
-        settings={
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        extra = json.loads(args.faults)
+        if not isinstance(extra, dict):
+            raise ValueError("--faults must be a JSON object")
+        settings = {
             "complete_delay_seconds": args.complete_delay,
             "pending_quota": args.pending_quota,
-        },
-        verbose=args.verbose,
-    )
+            **extra,
+        }
+        server = LocalAwsServer(
+            args.data_dir, host=args.host, port=args.port, settings=settings,
+            verbose=args.verbose,
+        )
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         server._stop.set()

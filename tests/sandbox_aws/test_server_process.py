@@ -14,6 +14,8 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +24,7 @@ def test_cli_serves_ebs_and_ec2_and_stops_on_sigterm(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
         [sys.executable, "-m", "sandbox.aws", "--port", "0", "--data-dir", str(tmp_path / "d"),
-         "--complete-delay", "0.01"],
+         "--complete-delay", "0.01", "--faults", '{"pending_quota": 1}'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )
     try:
@@ -32,8 +34,11 @@ def test_cli_serves_ebs_and_ec2_and_stops_on_sigterm(tmp_path: Path) -> None:
         endpoint = line.split()[-1]
         kw: dict[str, Any] = dict(endpoint_url=endpoint, region_name="us-east-1",
                                   aws_access_key_id="AKIATEST", aws_secret_access_key="x")
-        ebs = boto3.client("ebs", **kw)
+        ebs = boto3.client("ebs", config=Config(retries={"total_max_attempts": 1}), **kw)
         sid = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+        with pytest.raises(ClientError) as exc:  # --faults set a quota of one pending snapshot
+            ebs.start_snapshot(VolumeSize=1)
+        assert exc.value.response["Error"]["Code"] == "ConcurrentLimitExceededException"
         ebs.complete_snapshot(SnapshotId=sid, ChangedBlocksCount=0)
         ec2 = boto3.client("ec2", **kw)
         deadline = time.monotonic() + 5
@@ -66,8 +71,6 @@ def test_connections_are_kept_alive(local_aws: Any) -> None:
 
 def test_unknown_ebs_route_is_a_validation_error(local_aws: Any) -> None:
     ebs = local_aws.client("ebs", max_attempts=1)
-    from botocore.exceptions import ClientError
-
     with pytest.raises(ClientError) as exc:  # path id with a slash reaches no operation
         ebs.list_snapshot_blocks(SnapshotId="snap-1/x")
     assert exc.value.response["Error"]["Code"] == "ValidationException"
