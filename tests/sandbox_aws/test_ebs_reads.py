@@ -167,3 +167,13 @@ def test_siblings_share_a_lineage(ebs: Any, ec2: Any) -> None:
     right = write_snapshot(ebs, ec2, {1: b"\4" * BLOCK}, ParentSnapshotId=root)
     assert [c["BlockIndex"] for c in list_changed_all(ebs, right, left)] == [0, 1]
     assert read_volume(ebs, left) == {0: b"\3" * BLOCK, 1: b"\2" * BLOCK}
+
+
+def test_page_tokens_expire_after_an_hour(aws: Any, ebs: Any, many: Any) -> None:
+    sid, _ = many
+    token = ebs.list_snapshot_blocks(SnapshotId=sid, MaxResults=100)["NextToken"]
+    assert ebs.list_snapshot_blocks(SnapshotId=sid, NextToken=token)["Blocks"]
+    aws.admin.advance_clock(61 * 60)
+    with pytest.raises(ClientError) as exc:
+        ebs.list_snapshot_blocks(SnapshotId=sid, NextToken=token)
+    assert error_of(exc) == ("ValidationException", "INVALID_PAGE_TOKEN", 400)
