@@ -79,7 +79,7 @@ class AdminApi:
             fn = {"write": self.write, "read": self.read, "power": self.power,
                   "migrate": self.migrate, "relocate": self.relocate, "disks": self.disks,
                   "snapshot": self.snapshot, "remove-snapshot": self.remove_snapshot,
-                  "cbt": self.cbt}.get(action)
+                  "cbt": self.cbt, "flags": self.flags}.get(action)
             if fn is None:
                 raise AdminError(404, f"no action {action}")
             return fn(vm, b)
@@ -232,6 +232,16 @@ class AdminApi:
         if "enabled" in b:
             self.sim.set_cbt(vm, bool(b["enabled"]))
         return {"cbt": vm.cbt, "cbt_active": vm.cbt_active}
+
+    def flags(self, vm: VM, b: dict[str, Any]) -> dict[str, Any]:
+        """Odd runtime states: consolidation needed, tools status."""
+        with vm.lock:
+            if "consolidation_needed" in b:
+                vm.consolidation_needed = bool(b["consolidation_needed"])
+            if "tools" in b:
+                vm.tools_status = str(b["tools"])
+            vm.changed()
+        return {"consolidation_needed": vm.consolidation_needed, "tools": vm.tools_status}
 
     # ----- faults ------------------------------------------------------------------------------
     def fault(self, name: str, b: dict[str, Any]) -> dict[str, Any]:

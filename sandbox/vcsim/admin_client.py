@@ -109,6 +109,15 @@ class AdminClient:
             body["enabled"] = enabled
         return self._call("POST", f"/vms/{vm}/cbt", body)
 
+    def set_flags(self, vm: str, consolidation_needed: bool | None = None,
+                  tools: str | None = None) -> Any:
+        body: dict[str, Any] = {}
+        if consolidation_needed is not None:
+            body["consolidation_needed"] = consolidation_needed
+        if tools is not None:
+            body["tools"] = tools
+        return self._call("POST", f"/vms/{vm}/flags", body)
+
     # faults
     def fail_tasks(self, kind: str, count: int = 1, fault: str = "SystemError",
                    message: str = "injected fault") -> None:

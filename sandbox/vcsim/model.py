@@ -507,17 +507,32 @@ class VM(Entity):
             maxMemoryUsage=self.memory_mb,
             bootTime=now() if self.power_state == "poweredOn" else None)
 
-    def guest(self) -> Any:
+    def tools(self) -> tuple[str, str]:
+        """(guest.toolsStatus, guest.toolsRunningStatus) for the current power state."""
         on = self.power_state == "poweredOn"
-        disks = [vim.vm.GuestInfo.DiskInfo(
+        status = self.tools_status if on else (
+            "toolsNotRunning" if self.tools_status != "toolsNotInstalled" else self.tools_status)
+        running = ("guestToolsRunning" if on and self.tools_status == "toolsOk"
+                   else "guestToolsNotRunning")
+        return status, running
+
+    def guest_disks(self) -> Any:
+        on = self.power_state == "poweredOn"
+        return _array(vim.vm.GuestInfo.DiskInfo, [vim.vm.GuestInfo.DiskInfo(
             diskPath=d.guest_path or f"/disk{d.key - 2000}", capacity=d.capacity,
             freeSpace=d.guest_free, mappings=[vim.vm.GuestInfo.VirtualDiskMapping(key=d.key)])
-            for d in self.disks if on and d.guest_free is not None]
-        tools = self.tools_status if on else (
-            "toolsNotRunning" if self.tools_status != "toolsNotInstalled" else self.tools_status)
+            for d in self.disks if on and d.guest_free is not None])
+
+    def vmx_path(self) -> str:
+        ds = self.datastore.name if self.datastore else "datastore1"
+        return f"[{ds}] {self.name}/{self.name}.vmx"
+
+    def guest(self) -> Any:
+        on = self.power_state == "poweredOn"
+        disks = list(self.guest_disks())
+        tools, running = self.tools()
         return vim.vm.GuestInfo(
-            toolsStatus=tools, toolsRunningStatus="guestToolsRunning" if on and
-            self.tools_status == "toolsOk" else "guestToolsNotRunning",
+            toolsStatus=tools, toolsRunningStatus=running,
             guestId=self.guest_id, guestFullName=self.guest_full_name,
             hostName=self.hostname if on else None, ipAddress=self.ip if on else None,
             guestState="running" if on else "notRunning", disk=disks,
@@ -641,6 +656,10 @@ VM.FAST_PATHS.update({
     "config.changeTrackingEnabled": lambda vm: vm.cbt,
     "config.hardware.numCPU": lambda vm: vm.cpus,
     "config.hardware.memoryMB": lambda vm: vm.memory_mb,
+    "config.files.vmPathName": lambda vm: vm.vmx_path(),
+    "guest.toolsStatus": lambda vm: vm.tools()[0],
+    "guest.toolsRunningStatus": lambda vm: vm.tools()[1],
+    "guest.disk": lambda vm: vm.guest_disks(),
     "runtime.powerState": lambda vm: vm.power_state,
     "runtime.host": _host_ref,
     "runtime.connectionState": lambda vm: "connected",

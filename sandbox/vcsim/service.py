@@ -8,6 +8,8 @@ does for a method it does not know: the simulator never fakes a success.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -84,7 +86,7 @@ class VimService:
             "6.7.3": "version15", "7.0.3.0": "v7_0_3_0", "8.0.3.0": "v8_0_3_0"}[
             sim.api_version]
         self.current_session: dict[int, Session] = {}
-        self._current_session_user: Session | None = None
+        self._local = threading.local()   # the calling session, for currentSession
         for moref, wsdl, typ in [
             ("propertyCollector", "PropertyCollector", PC),
             ("ViewManager", "ViewManager", vim.view.ViewManager),
@@ -131,6 +133,8 @@ class VimService:
             "HasPrivilegeOnEntities": self.has_privilege_on_entities,
             "HasPrivilegeOnEntity": self.has_privilege_on_entity,
             "FetchUserPrivilegeOnEntities": self.fetch_user_privileges,
+            "FindByUuid": self.find_by_uuid,
+            "FindAllByUuid": self.find_all_by_uuid,
             "CreateSnapshot_Task": self.create_snapshot,
             "RemoveSnapshot_Task": self.remove_snapshot,
             "QueryChangedDiskAreas": self.query_changed_disk_areas,
@@ -154,6 +158,7 @@ class VimService:
             return 500, fault_envelope(vmodl.fault.InvalidRequest(msg=f"bad request: {e}"),
                                        version)
         call = Call(req, session, version)
+        self._local.session = session
         try:
             handler = self.handlers.get(req.method)
             if handler is None:
@@ -236,7 +241,7 @@ class VimService:
             userAgent="pyvmomi", callCount=0)
 
     def _current_session_info(self) -> Any:
-        s = self._current_session_user
+        s: Session | None = getattr(self._local, "session", None)
         return self._user_session(s) if s and s.user else None
 
     def _session_list(self) -> Any:
@@ -244,7 +249,6 @@ class VimService:
 
     def fetch(self, call: Call) -> Any:
         obj = self.inv.get_ref(call.req.this)
-        self._current_session_user = call.session
         prop = call.arg("prop")
         if obj.moref == "SessionManager" and prop == "currentSession":
             return self._user_session(call.session) if call.session.user else None
@@ -259,11 +263,9 @@ class VimService:
         if user is None or user.password != pw:
             raise vim.fault.InvalidLogin(msg="Cannot complete login due to an incorrect user "
                                              "name or password.")
-        import time as _t
-
         call.session.user = user
         call.session.expired = False
-        call.session.login_time = _t.time()
+        call.session.login_time = time.time()
         return self._user_session(call.session)
 
     def logout(self, call: Call) -> None:
@@ -382,6 +384,31 @@ class VimService:
             out.append(vim.AuthorizationManager.UserPrivilegeResult(
                 entity=ref, privileges=sorted(self.sim.privileges(user, ent))))
         return out
+
+    # ----- search index ---------------------------------------------------------------------
+    def _by_uuid(self, call: Call) -> list[Entity]:
+        uuid = str(call.arg("uuid") or "").lower()
+        if not call.arg("vmSearch"):
+            return []        # hosts have no UUIDs in the simulator
+        dc_ref = call.arg("datacenter")
+        dc = self.inv.get_ref(dc_ref) if dc_ref is not None else None
+        out: list[Entity] = []
+        for vm in self.inv.vms():
+            value = vm.instance_uuid if call.arg("instanceUuid") else vm.bios_uuid
+            if value.lower() != uuid:
+                continue
+            if dc is not None and dc not in vm.ancestors():
+                continue
+            if self._can_view(call.user, vm):
+                out.append(vm)
+        return out
+
+    def find_by_uuid(self, call: Call) -> Any:
+        found = self._by_uuid(call)
+        return found[0].ref() if found else None
+
+    def find_all_by_uuid(self, call: Call) -> Any:
+        return [vm.ref() for vm in self._by_uuid(call)]
 
     # ----- VM operations -------------------------------------------------------------------------
     def _task(self, call: Call, entity: Entity, fn: Callable[[TaskEntity], Any]) -> Any:

@@ -371,6 +371,7 @@ class Simulator:
                    fn: Callable[[TaskEntity], Any]) -> TaskEntity:
         """Run fn in a thread as a Task, honouring injected failures and delays."""
         task = TaskEntity(self.inv, self.inv.next_id("task-"), method, entity, user)
+        self._forget_old_tasks()
         self.inv.add(task)
         kind = _kind(method)
         fail = None
@@ -401,6 +402,13 @@ class Simulator:
 
         threading.Thread(target=run, name=f"task-{task.moref}", daemon=True).start()
         return task
+
+    def _forget_old_tasks(self, keep_s: float = 600.0) -> None:
+        """vCenter forgets finished tasks after a while; so does the simulator (memory)."""
+        cutoff = model.now() - dt.timedelta(seconds=keep_s)
+        for t in self.inv.of_type(TaskEntity):
+            if t.completed is not None and t.completed < cutoff:
+                self.inv.remove(t.moref)
 
     # ----- snapshots ------------------------------------------------------------------------
     def create_snapshot(self, vm: VM, name: str, description: str = "") -> Snapshot:

@@ -234,3 +234,20 @@ def test_dropped_connection_is_an_error_then_recovers(sim, si) -> None:
     with pytest.raises(Exception):   # noqa: B017 - http.client raises RemoteDisconnected
         si.content.rootFolder.childEntity  # noqa: B018
     assert si.content.rootFolder.childEntity
+
+
+def test_find_by_uuid_and_runtime_flags(sim, si) -> None:
+    from .conftest import find_vm
+
+    vm = find_vm(si, "web-01")
+    idx = si.content.searchIndex
+    assert idx.FindByUuid(None, vm.config.instanceUuid, True, True) == vm
+    assert idx.FindByUuid(None, vm.config.uuid, True, False) == vm
+    assert idx.FindByUuid(None, "00000000-0000-0000-0000-000000000000", True, True) is None
+    assert idx.FindAllByUuid(None, vm.config.instanceUuid, True, True) == [vm]
+    sim.admin.set_flags("web-01", consolidation_needed=True)
+    try:
+        assert vm.runtime.consolidationNeeded is True
+    finally:
+        sim.admin.set_flags("web-01", consolidation_needed=False)
+    assert vm.runtime.consolidationNeeded is False
