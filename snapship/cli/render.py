@@ -86,11 +86,30 @@ def _progress_cell(row: ServerRow) -> str:
     return f"{fraction * 100:.0f}%"
 
 
-def _group_cell(status: SourceServerStatus | None) -> str:
+def _group_cell(status: SourceServerStatus | None, short: bool = False) -> str:
+    """The last complete group; `short` keeps only its run part (ids embed the server id)."""
     if status is None or not status.last_group_id:
         return "-"
+    group = status.last_group_id.rsplit("/", 1)[-1] if short else status.last_group_id
     when = _short_time(status.last_group_time)
-    return f"{status.last_group_id} ({when})" if when else status.last_group_id
+    return f"{group} ({when})" if when else group
+
+
+def lag_seconds(status: SourceServerStatus | None, now: datetime | None = None) -> float | None:
+    """MGN's lag: how old the newest consistent point is, while replication runs."""
+    if status is None:
+        return None
+    if status.lag_seconds is not None:
+        return status.lag_seconds
+    if not status.replicating or not status.last_group_time:
+        return None
+    try:
+        point = datetime.fromisoformat(status.last_group_time.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if point.tzinfo is None:
+        point = point.replace(tzinfo=UTC)
+    return max(0.0, ((now or datetime.now(UTC)) - point).total_seconds())
 
 
 def _short_time(iso: str) -> str:
@@ -128,8 +147,8 @@ def row_cells(row: ServerRow) -> list[str]:
         row.lifecycle_step,
         row.data_replication_state or "-",
         _progress_cell(row),
-        human_duration(status.lag_seconds) if status else "-",
-        _group_cell(status),
+        human_duration(lag_seconds(status)),
+        _group_cell(status, short=True),
         _truncate(_error_cell(row), 60),
     ]
 
@@ -164,7 +183,7 @@ def to_jsonable(row: ServerRow) -> dict[str, Any]:
         "lifecycle_step": row.lifecycle_step,
         "data_replication_state": row.data_replication_state,
         "progress": progress_fraction(row.status),
-        "lag_seconds": row.status.lag_seconds if row.status else None,
+        "lag_seconds": lag_seconds(row.status),
         "last_group_id": row.status.last_group_id if row.status else "",
         "error": _error_cell(row),
         "status": dataclasses.asdict(row.status) if row.status else None,
@@ -209,7 +228,7 @@ def dashboard(row: ServerRow) -> str:
         if s.paused:
             box.append("Replication is paused")
         box.append(f"Replication progress: {bar(progress_fraction(s), 30)}")
-        box.append(f"Lag: {human_duration(s.lag_seconds)}")
+        box.append(f"Lag: {human_duration(lag_seconds(s))}")
         box.append(f"Last snapshot group: {_group_cell(s)}")
         if s.next_run_at:
             box.append(f"Next run: {_short_time(s.next_run_at)}")
@@ -286,7 +305,7 @@ def watch_lines(rows: Sequence[ServerRow]) -> str:
     lines = []
     for r in rows:
         fraction = progress_fraction(r.status)
-        lag = human_duration(r.status.lag_seconds) if r.status else "-"
+        lag = human_duration(lag_seconds(r.status))
         tail = _truncate(_error_cell(r), 50)
         lines.append(
             f"{r.vm_name.ljust(width)}  {r.lifecycle_step:<18} "

@@ -9,6 +9,7 @@ from snapship.cli.render import (
     bar,
     dashboard,
     human_duration,
+    lag_seconds,
     progress_fraction,
     servers_json,
     servers_table,
@@ -58,6 +59,8 @@ def test_table_has_mgn_columns_and_values() -> None:
     assert "Snapshot shipping" in line and "Ready for testing" in line
     assert "SHIPPING_SNAPSHOT" in line and "50%" in line and "1h02m" in line
     assert "g-r000002 (2026-11-25 10:00:00Z)" in line
+    long_id = servers_table([row(status(last_group_id="snapship-vc-vm1/r000009-a1"))])
+    assert " r000009-a1 (2026-11-25 10:00:00Z)" in long_id
     failing = servers_table([row(status(last_error="r000003: VM moved"), "db-01")])
     assert "r000003: VM moved" in failing
 
@@ -83,6 +86,16 @@ def test_watch_lines_one_line_per_server() -> None:
     assert len(lines) == 2
     assert "50.0%" in lines[0] and "lag 1h02m" in lines[0]
     assert lines[1].startswith("app-01") and "Not started" in lines[1]
+
+
+def test_lag_falls_back_to_age_of_last_group_while_replicating() -> None:
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 11, 25, 10, 5, tzinfo=UTC)
+    assert lag_seconds(status(lag_seconds=None), now) == 300.0
+    assert lag_seconds(status(lag_seconds=None, replicating=False), now) is None
+    assert lag_seconds(status(lag_seconds=None, last_group_time=""), now) is None
+    assert lag_seconds(status(lag_seconds=12.0), now) == 12.0
 
 
 def test_small_helpers() -> None:
