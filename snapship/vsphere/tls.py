@@ -1,5 +1,9 @@
 """The certificate vCenter actually presents, and its SHA-1 thumbprint (what VDDK's connect takes).
 
+The verified thumbprint for VDDK itself is ``snapship.vddk.thumbprint.server_thumbprint``; this
+module adds the PEM and SHA-256 (shown to the operator at install so they can compare it with
+vCenter's own display) and the explained connection errors of session.py.
+
 Taken from a real TLS handshake with the endpoint, not from configuration, so it reflects the
 certificate in use. Fetching does not validate the chain (the point is to see the certificate);
 whether to trust it is decided by the verified session (session.py).
@@ -12,6 +16,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from snapship.vddk.thumbprint import format_thumbprint as vddk_thumbprint
 from snapship.vsphere.session import transport_error
 
 
@@ -23,16 +28,13 @@ class ServerCertificate:
     sha256_thumbprint: str
 
 
-def format_thumbprint(digest: bytes) -> str:
-    return ":".join(f"{b:02X}" for b in digest)
-
-
 def certificate_from_der(der: bytes) -> ServerCertificate:
+    sha256 = hashlib.sha256(der).digest()
     return ServerCertificate(
         der=der,
         pem=ssl.DER_cert_to_PEM_cert(der),
-        sha1_thumbprint=format_thumbprint(hashlib.sha1(der).digest()),
-        sha256_thumbprint=format_thumbprint(hashlib.sha256(der).digest()),
+        sha1_thumbprint=vddk_thumbprint(der),  # one formatter for VDDK's format: snapship.vddk
+        sha256_thumbprint=":".join(f"{b:02X}" for b in sha256),
     )
 
 

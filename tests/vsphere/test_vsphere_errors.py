@@ -78,3 +78,27 @@ def test_cbt_and_snapshot_errors_say_what_to_do():
     text = str(errors.MissingPrivileges("u", {"vm-1": ["Create snapshot"]}))
     assert "vm-1: Create snapshot" in text
     assert "6.7, 7.0 and 8.0" in str(errors.UnsupportedVcenter("vc", "it runs version 6.5.0"))
+
+
+@pytest.mark.parametrize(
+    ("api_type", "version", "problem"),
+    [
+        ("VirtualCenter", "6.5.0", "version 6.5.0"),
+        ("VirtualCenter", "9.0.0", "version 9.0.0"),
+        ("HostAgent", "8.0.2", "not vCenter Server"),
+    ],
+)
+def test_only_vcenter_67_70_80_is_accepted(api_type, version, problem):
+    from types import SimpleNamespace
+
+    from pyVmomi import vim
+
+    s = VcenterSession("vc", "admin", "pw")
+    about = vim.AboutInfo(apiType=api_type, version=version, fullName=f"VMware {version}")
+    s._content = SimpleNamespace(about=about)
+    with pytest.raises(errors.UnsupportedVcenter, match=problem) as info:
+        s._check_version()
+    assert "6.7, 7.0 and 8.0" in str(info.value)
+    for ok in ("6.7.0", "7.0.3", "8.0.2"):
+        s._content = SimpleNamespace(about=vim.AboutInfo(apiType="VirtualCenter", version=ok))
+        s._check_version()
