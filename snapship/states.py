@@ -5,10 +5,10 @@ Pure enums: workflows import this module, so it must stay free of I/O.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class LifeCycleState(str, Enum):
+class LifeCycleState(StrEnum):
     DISCOVERED = "DISCOVERED"
     NOT_READY = "NOT_READY"
     READY_FOR_TEST = "READY_FOR_TEST"
@@ -20,7 +20,7 @@ class LifeCycleState(str, Enum):
     STOPPED = "STOPPED"
 
 
-class DataReplicationState(str, Enum):
+class DataReplicationState(StrEnum):
     STOPPED = "STOPPED"
     INITIATING = "INITIATING"
     INITIAL_SYNC = "INITIAL_SYNC"
@@ -35,7 +35,7 @@ class DataReplicationState(str, Enum):
     SHIPPING_SNAPSHOT = "SHIPPING_SNAPSHOT"
 
 
-class ReplicationType(str, Enum):
+class ReplicationType(StrEnum):
     SNAPSHOT_SHIPPING = "SNAPSHOT_SHIPPING"
     AGENT_BASED = "AGENT_BASED"
 

