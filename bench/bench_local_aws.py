@@ -99,11 +99,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             list(ex.map(put, range(args.threads)))
         load_before = os.getloadavg()[0]
         cpu0 = _cpu_seconds(server_pid)
+        client0 = time.process_time()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(args.threads) as ex:
             list(ex.map(put, range(args.threads, args.blocks)))
         put_s = time.perf_counter() - t0
         put_cpu = _cpu_seconds(server_pid) - cpu0
+        client_cpu = time.process_time() - client0
         measured = args.blocks - args.threads
         linear = base64.b64encode(
             hashlib.sha256(b"".join(digests[i] for i in sorted(digests))).digest()).decode()
@@ -143,6 +145,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "put_MiB_per_s": round(measured * BLOCK / put_s / 2**20, 1),
             "server_cpu_ms_per_put": round(put_cpu / measured * 1000, 3)
             if not args.in_process else None,
+            "client_cpu_ms_per_put": round(client_cpu / measured * 1000, 3)
+            if not args.in_process else None,
             "read_blocks": len(listed),
             "read_blocks_per_s": round(len(listed) / get_s, 1),
             "read_MB_per_s": round(len(listed) * BLOCK / get_s / 1e6, 1),
@@ -174,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         f"PutSnapshotBlock: {result['put_MB_per_s']} MB/s ({result['put_MiB_per_s']} MiB/s), "
         f"{result['put_blocks_per_s']} blocks/s with {args.threads} threads, "
         f"{result['blocks']} blocks, server {result['server']}"
-        + (f", server CPU {result['server_cpu_ms_per_put']} ms/block"
+        + (f", CPU per block: server {result['server_cpu_ms_per_put']} ms, "
+           f"client {result['client_cpu_ms_per_put']} ms"
            if result["server_cpu_ms_per_put"] is not None else "")
     )
     print(f"read back: {result['read_MB_per_s']} MB/s, {result['read_blocks_per_s']} blocks/s; "
