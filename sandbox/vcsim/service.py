@@ -250,6 +250,10 @@ class VimService:
     def fetch(self, call: Call) -> Any:
         obj = self.inv.get_ref(call.req.this)
         prop = call.arg("prop")
+        if not self._can_view(call.user, obj):
+            raise vim.fault.NoPermission(
+                msg=f"Permission to perform this operation was denied. (System.View on "
+                    f"{obj.name})", object=obj.ref(), privilegeId="System.View")
         if obj.moref == "SessionManager" and prop == "currentSession":
             return self._user_session(call.session) if call.session.user else None
         try:
@@ -489,9 +493,21 @@ class VimService:
         self.sim.check(call.user, vm, "Resource.HotMigrateVM" if vm.power_state == "poweredOn"
                        else "Resource.ColdMigrateVM")
 
+        disk_targets: dict[int, model.Datastore] = {}
+        for loc in spec.disk or []:
+            target = self.inv.get_ref(loc.datastore)
+            if not isinstance(target, model.Datastore):
+                raise vmodl.fault.InvalidArgument(msg="disk locator datastore",
+                                                  invalidProperty="spec.disk.datastore")
+            disk_targets[int(loc.diskId)] = target
+        keys = {d.key for d in vm.disks}
+        if not set(disk_targets) <= keys:
+            raise vmodl.fault.InvalidArgument(msg="unknown diskId in spec.disk",
+                                              invalidProperty="spec.disk.diskId")
+
         def run(task: TaskEntity) -> Any:
             self.sim.relocate(vm, host if isinstance(host, Host) else None,
-                              ds if isinstance(ds, model.Datastore) else None)
+                              ds if isinstance(ds, model.Datastore) else None, disk_targets)
             return None
 
         return self._task(call, vm, run)

@@ -420,10 +420,16 @@ class Simulator:
                 raise vim.fault.TaskInProgress(
                     msg=f"Another task is already in progress ({vm.busy}).",
                     task=vm.busy_task or vim.Task("task-internal"))
+            for d in vm.disks:
+                if d.backing == "rdm_physical" and not d.independent:
+                    raise vim.fault.SnapshotIncompatibleDeviceInVm(
+                        msg=f"Virtual machine is configured to use a device that prevents the "
+                            f"snapshot operation: {d.label} is a physical-mode raw disk",
+                        fault=vim.fault.SnapshotFault(msg="physical-mode RDM"))
             sid = max([s.sid for s in vm.snapshots()] + [0]) + 1
             snap = Snapshot(moref=f"snapshot-{vm.moref.split('-')[-1]}-{sid}", vm=vm,
                             name=name, description=description, sid=sid, created=model.now(),
-                            power_state=vm.power_state, parent=vm.current)
+                            power_state="poweredOff", parent=vm.current)   # no memory
             if vm.cbt and not vm.cbt_active:
                 # The stun of the snapshot makes a configured CBT active, and the snapshot taken
                 # at that stun already carries changeIds (backup tools enable CBT, snapshot, and
@@ -616,21 +622,31 @@ class Simulator:
             vm.power_state = state
             vm.changed()
 
-    def relocate(self, vm: VM, host: Host | None, datastore: Datastore | None) -> None:
+    def relocate(self, vm: VM, host: Host | None, datastore: Datastore | None,
+                 disk_targets: dict[int, Datastore] | None = None) -> None:
+        """vMotion (host) and/or Storage vMotion (VM home + disks, or per-disk targets)."""
         with vm.lock:
             if vm.busy:
                 raise vim.fault.TaskInProgress(msg=f"Another task is in progress ({vm.busy}).",
                                                task=vm.busy_task or vim.Task("task-internal"))
+            targets: dict[int, Datastore] = {}
+            if datastore is not None:
+                targets = {d.key: datastore for d in vm.disks if d.datastore is vm.datastore}
+            targets.update(disk_targets or {})
+            for key in targets:
+                vm.disk_by_key(key)            # KeyError -> InvalidArgument below
             if host is not None:
                 vm.host = host
-            if datastore is not None and datastore is not vm.datastore:
-                moved: dict[str, str] = {}
-                for d in vm.disks:
-                    if d.datastore is vm.datastore:
-                        sd = self.store_disk(vm, d)
-                        moved.update(sd.relocate(datastore.name, d.folder))
-                        d.datastore = datastore
+            moved: dict[str, str] = {}
+            for d in vm.disks:
+                target = targets.get(d.key)
+                if target is not None and target is not d.datastore:
+                    sd = self.store_disk(vm, d)
+                    moved.update(sd.relocate(target.name, d.folder))
+                    d.datastore = target
+            if datastore is not None:
                 vm.datastore = datastore
+            if moved:
                 self._resolve_points(vm, moved)
             vm.changed()
 

@@ -189,3 +189,34 @@ def test_disk_add_extend_remove(sim, si) -> None:
     assert next(d for d in _disks(vm.config) if d.key == key).capacityInBytes == 512 * 1024
     sim.admin.remove_disk("web-01", key)
     assert all(d.key != key for d in _disks(vm.config))
+
+
+def test_per_disk_relocation_and_physical_rdm(tmp_path: Path) -> None:
+    from sandbox.vcsim.testing import start_simulator
+
+    sc = {"users": [{"name": "u", "password": "p"}],
+          "datacenters": [{"name": "dc", "datastores": [{"name": "a"}, {"name": "b"}],
+                           "vms": [{"name": "two", "datastore": "a",
+                                    "disks": [{"capacity_kb": 64}, {"capacity_kb": 64}]},
+                                   {"name": "rdm", "disks": [{"capacity_kb": 64},
+                                                             {"capacity_kb": 64,
+                                                              "backing": "rdm"}]}]}]}
+    h = start_simulator(sc, tmp_path)
+    try:
+        si = connect(h, "u", "p")
+        vm = find_vm(si, "two")
+        b = next(d for d in si.content.rootFolder.childEntity[0].datastore if d.name == "b")
+        spec = vim.vm.RelocateSpec(disk=[vim.vm.RelocateSpec.DiskLocator(diskId=2001,
+                                                                         datastore=b)])
+        assert WaitForTask(vm.RelocateVM_Task(spec)) == "success"
+        files = [d.backing.fileName for d in _disks(vm.config)]
+        assert files[0].startswith("[a]") and files[1].startswith("[b]")
+        assert sorted(d.name for d in vm.datastore) == ["a", "b"]
+        bad = vim.vm.RelocateSpec(disk=[vim.vm.RelocateSpec.DiskLocator(diskId=2999,
+                                                                        datastore=b)])
+        with pytest.raises(vmodl.fault.InvalidArgument):
+            vm.RelocateVM_Task(bad)
+        with pytest.raises(vim.fault.SnapshotIncompatibleDeviceInVm):
+            WaitForTask(find_vm(si, "rdm").CreateSnapshot_Task("x", "", False, False))
+    finally:
+        h.stop()
