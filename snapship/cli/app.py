@@ -162,7 +162,9 @@ async def _replicate(args: argparse.Namespace) -> int:
     print(f"\n{args.action}: {len(accepted)} accepted, {len(refused)} refused")
     if args.watch and accepted:
         ids = {o.workflow_id for o in accepted}
-        await watch(client, [r for r in selection.rows if r.workflow_id in ids], args.timeout)
+        rows = [r for r in selection.rows if r.workflow_id in ids]
+        if not await watch(client, rows, args.timeout):
+            return EXIT_ERROR
     if refused or selection.unmatched:
         return EXIT_PARTIAL if accepted else EXIT_ERROR
     return EXIT_OK
@@ -190,7 +192,10 @@ async def watch(
         if deadline is not None and time.monotonic() > deadline:
             print("Timed out waiting for the selection to be ready for testing.", file=sys.stderr)
             return False
-        await asyncio.sleep(every if tty else max(every, 10.0))
+        pause = every if tty else max(every, 10.0)  # a log file gets fewer frames
+        if deadline is not None:
+            pause = min(pause, max(0.1, deadline - time.monotonic()))
+        await asyncio.sleep(pause)
 
 
 # ---------------------------------------------------------------- discover

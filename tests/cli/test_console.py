@@ -180,6 +180,13 @@ async def test_replicate_reports_each_server_and_refusals(
             break
     assert names == ["web-01", "web-02"]
 
+    # --watch redraws until the selection is ready for testing; nothing replicates here, so it
+    # gives up at the timeout with a non-zero exit.
+    code, out, err = await run_cli(capsys, "replicate", "resume", "web-01", "--watch",
+                                   "--timeout", "1", "--data-dir", d)
+    assert code == 1 and "Timed out waiting" in err
+    assert "0/1 ready for testing" in out and "web-01" in out.split("ready for testing")[1]
+
     # Unknown names are reported and make the command fail.
     code, out, err = await run_cli(capsys, "replicate", "resume", "nope-*", "--data-dir", d)
     assert code == 1 and "nope-*: no source server matches" in err
