@@ -275,9 +275,6 @@ def _worker(args: argparse.Namespace) -> int:
     import worker
 
     rest = [a for a in args.rest if a != "--"]
-    if args.data_dir:
-        os.environ["SNAPSHIP_HOME"] = str(Path(args.data_dir).expanduser())
-        rest = ["--data-dir", str(Path(args.data_dir).expanduser()), *rest]
     sys.argv = ["snapship-worker", *rest]
     return worker.main(rest)
 
@@ -363,17 +360,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="no Web UI")
     _add_data_dir(p)
 
-    p = sub.add_parser("worker", help="run the Temporal worker (foreground)")
-    _add_data_dir(p)
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the worker")
-
-    p = sub.add_parser("demo", help="run the end-to-end demo against the sandbox")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the demo")
+    # Listed for --help only: main() hands their arguments to the programs they run.
+    sub.add_parser("worker", help="run the Temporal worker in the foreground (snapship-worker)")
+    sub.add_parser("demo", help="run the end-to-end demo against the sandbox")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw and raw[0] in ("worker", "demo"):
+        # Everything after the command belongs to the program it runs (its own --help too).
+        args = argparse.Namespace(command=raw[0], rest=raw[1:], data_dir=None)
+        return _worker(args) if raw[0] == "worker" else _demo(args)
+    args = build_parser().parse_args(raw)
     try:
         if args.command == "install":
             from snapship.cli import install as install_cli
@@ -393,10 +392,6 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_discover(args))
         if args.command == "temporal":
             return _temporal(args)
-        if args.command == "worker":
-            return _worker(args)
-        if args.command == "demo":
-            return _demo(args)
     except CliError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR
