@@ -26,7 +26,11 @@ from snapship.codec_server import start_codec_server
 from snapship.config import MAX_SHIPPING_SLOTS, ClientConfig, ConfigError, default_data_dir
 from snapship.runtime import connect_client, load_keyring
 from snapship.telemetry.logs import configure_logging
-from snapship.telemetry.metrics import start_metrics_server, temporal_runtime
+from snapship.telemetry.metrics import (
+    start_metrics_server,
+    stop_metrics_server,
+    temporal_runtime,
+)
 from workflows.discovery import DiscoveryWorkflow
 from workflows.source_server import SourceServerWorkflow
 
@@ -87,6 +91,7 @@ async def run_worker(config: ClientConfig, stop: asyncio.Event, metrics: bool = 
         codec_server.port,
     )
     tasks = [asyncio.create_task(w.run()) for w in workers]
+    tasks.append(asyncio.create_task(watch_shipping_queue(client, config, deps)))
     try:
         await stop.wait()
     finally:
@@ -94,6 +99,24 @@ async def run_worker(config: ClientConfig, stop: asyncio.Event, metrics: bool = 
         for t in tasks:
             t.cancel()
         codec_server.stop()
+        if metrics:
+            stop_metrics_server(config.telemetry.metrics_port)
+
+
+async def watch_shipping_queue(client: Client, config: ClientConfig, deps: WorkerDeps) -> None:
+    """Keep the `shipping_waiting` gauge current from the same search attribute the console
+    shows (only the workflows know they are queued; the worker only sees running slots)."""
+    query = (
+        f"SnapshipDataReplicationState = 'PENDING_SNAPSHOT_SHIPPING' "
+        f"AND SnapshipVcenterHost = '{config.vcenter.host}'"
+    )
+    while True:
+        try:
+            waiting = (await client.count_workflows(query)).count
+            deps.metrics.shipping_waiting.set(waiting)
+        except Exception as err:  # visibility hiccups must not stop the worker
+            log.debug("could not count queued VMs: %s", err)
+        await asyncio.sleep(15)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ tolerate repeats, and removing an already-removed snapshot is a no-op.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -51,7 +52,7 @@ from snapship.telemetry.logs import log_context
 from snapship.telemetry.metrics import observe_vcenter_call, shipping_slot
 from snapship.vsphere import location as vlocation
 from snapship.vsphere import snapshots as vsnap
-from snapship.vsphere.cbt import ensure_cbt_enabled
+from snapship.vsphere.cbt import ensure_cbt_active
 from snapship.vsphere.eligibility import check_eligibility
 from snapship.vsphere.errors import ObjectNotFound, SnapshotRemovalInProgress
 from snapship.vsphere.facts import DatastoreFacts
@@ -175,8 +176,11 @@ class ReplicationActivities:
 
     @activity.defn(name="snapship.ensure_cbt")
     def ensure_cbt(self, inp: EnsureCbtInput) -> EnsureCbtResult:
+        """CBT on and tracking: a running VM only starts tracking after a stun, which a short
+        activation snapshot provides (removed at once)."""
         with self.deps.vcenter() as session, observe_vcenter_call("ReconfigVM"):
-            return EnsureCbtResult(changed=ensure_cbt_enabled(session, inp.vm_moref))
+            status = ensure_cbt_active(session, inp.vm_moref, inp.source_server_id)
+        return EnsureCbtResult(changed=status.enabled_now)
 
     @activity.defn(name="snapship.create_snapshot")
     def create_snapshot(self, inp: CreateSnapshotInput) -> SnapshotInfo:
@@ -240,6 +244,10 @@ class ReplicationActivities:
         complete = group is not None and group.complete and set(group.snapshot_ids) == set(
             inp.snapshot_ids
         )
+        if complete and group is not None:
+            point = datetime.fromisoformat(group.point_in_time.replace("Z", "+00:00"))
+            lag = (datetime.now(UTC) - point).total_seconds()
+            self.deps.metrics.replication_lag.labels(source_server=inp.source_server_id).set(lag)
         return GroupResult(inp.group_id, complete, list(inp.snapshot_ids))
 
     @activity.defn(name="snapship.discard_snapshots")
@@ -282,6 +290,13 @@ class ReplicationActivities:
         )
         aws = deps.aws()
         shipper_box: list[Shipper] = []
+        ctx = contextvars.copy_context()
+
+        def on_checkpoint(cp: ShipCheckpoint) -> None:
+            # Hand each checkpoint to Temporal as soon as the writer makes it (the SDK throttles
+            # and always sends the latest): what a retry re-sends is bounded by one window.
+            latest[0] = cp
+            loop.call_soon_threadsafe(ctx.run, activity.heartbeat, cp.to_dict())
 
         def run() -> ShipResult:
             with deps.vcenter() as session, log_context(
@@ -293,9 +308,12 @@ class ReplicationActivities:
                     endpoint,
                     aws.ebs,
                     aws.ec2,
-                    WriterSettings(max_in_flight=cfg.replication.ebs_concurrency),
+                    WriterSettings(
+                        max_in_flight=cfg.replication.ebs_concurrency,
+                        checkpoint_every_blocks=cfg.replication.checkpoint_every_blocks,
+                    ),
                     metrics=deps.metrics,
-                    on_checkpoint=lambda cp: latest.__setitem__(0, cp),
+                    on_checkpoint=on_checkpoint,
                     cancel=cancel,
                 )
                 shipper_box.append(shipper)

@@ -75,6 +75,7 @@ class ReplicationDefaults:
     retention_groups: int = 5
     shipping_slots: int = field(default_factory=default_shipping_slots)
     ebs_concurrency: int = 32
+    checkpoint_every_blocks: int = 256
     discovery_interval_seconds: int = 3600
     vddk_transport_modes: str = "nbdssl:nbd"
 

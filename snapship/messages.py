@@ -250,6 +250,7 @@ class PreflightResult:
 @dataclass
 class EnsureCbtInput:
     vm_moref: str
+    source_server_id: str = ""
 
 
 @dataclass

@@ -6,7 +6,7 @@ a client without the codec would write plaintext histories or fail to read encry
 
 from __future__ import annotations
 
-from temporalio.client import Client
+from temporalio.client import Client, HeaderCodecBehavior
 from temporalio.runtime import Runtime
 
 from snapship.codec import KeyRing, data_converter
@@ -38,5 +38,7 @@ async def connect_client(
         namespace=config.temporal.namespace,
         data_converter=data_converter(load_keyring(config, secrets)),
         interceptors=[temporal_tracing_interceptor()],
+        # Trace context travels in headers: encrypt those too.
+        header_codec_behavior=HeaderCodecBehavior.CODEC,
         runtime=runtime,
     )

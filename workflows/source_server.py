@@ -252,7 +252,7 @@ class SourceServerWorkflow:
             )
         cbt: EnsureCbtResult = await workflow.execute_activity(
             "snapship.ensure_cbt",
-            EnsureCbtInput(pre.vm_moref),
+            EnsureCbtInput(pre.vm_moref, sid),
             result_type=EnsureCbtResult,
             start_to_close_timeout=timedelta(minutes=10),
             retry_policy=VCENTER_RETRY,
