@@ -153,7 +153,9 @@ class VimService:
             req = parse_request(body, version)
         except UnknownMethod as e:
             return 500, fault_envelope(vmodl.fault.MethodNotFound(
-                msg=f"Method {e.name} not found", method=e.name), version)
+                msg=f"Method {e.name} not found", method=e.name,
+                receiver=e.this if e.this is not None else vim.ServiceInstance(
+                    "ServiceInstance")), version)
         except Exception as e:
             return 500, fault_envelope(vmodl.fault.InvalidRequest(msg=f"bad request: {e}"),
                                        version)

@@ -63,7 +63,20 @@ def fault_by_name(name: str, msg: str) -> Any:
             continue
     else:
         typ = VmomiSupport.GuessWsdlType(name)
-    return typ(msg=msg)
+    fault = typ(msg=msg)
+    for prop in typ._GetPropertyList():       # fill required fields vCenter would set
+        if prop.flags & VmomiSupport.F_OPTIONAL or getattr(fault, prop.name) is not None:
+            continue
+        if isinstance(prop.type, type) and issubclass(prop.type, VmomiSupport.Enum):
+            enum_type: Any = prop.type
+            setattr(fault, prop.name, getattr(enum_type, enum_type.values[0]))
+        elif prop.type is str:
+            setattr(fault, prop.name, "")
+        elif prop.type is vim.Task:
+            setattr(fault, prop.name, vim.Task("task-internal"))
+        elif isinstance(prop.type, type) and issubclass(prop.type, VmomiSupport.ManagedObject):
+            setattr(fault, prop.name, prop.type("unknown"))
+    return fault
 
 
 class TaskEntity(Entity):

@@ -55,9 +55,10 @@ class SoapRequest:
 class UnknownMethod(Exception):
     """The body named a method pyvmomi's WSDL map does not know."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, this: Any = None) -> None:
         super().__init__(name)
         self.name = name
+        self.this = this
 
 
 class _RequestHandler(SoapAdapter.ExpatDeserializerNSHandlers):
@@ -73,6 +74,7 @@ class _RequestHandler(SoapAdapter.ExpatDeserializerNSHandlers):
         self.deser: Any = None
         self.unknown: str | None = None
         self.parser: Any = None
+        self.skipping = 0
 
     def _finish_pending(self) -> None:
         if self.pending is None or self.request is None:
@@ -89,6 +91,9 @@ class _RequestHandler(SoapAdapter.ExpatDeserializerNSHandlers):
 
     def StartElementHandler(self, tag: str, attr: dict[str, str]) -> None:
         self._finish_pending()
+        if self.skipping:
+            self.skipping += 1
+            return
         local = tag.rsplit(NS_SEP, 1)[-1]
         if self.depth == 2 and self.request is None:
             if local == "Fetch":
@@ -108,6 +113,9 @@ class _RequestHandler(SoapAdapter.ExpatDeserializerNSHandlers):
             if local == "_this":
                 typ: Any = VmomiSupport.ManagedObject
                 is_list = False
+            elif self.request.info is None:      # unknown method: ignore its parameters
+                self.skipping = 1
+                return
             else:
                 typ = self.param_types.get(local)
                 if typ is None:
@@ -124,6 +132,9 @@ class _RequestHandler(SoapAdapter.ExpatDeserializerNSHandlers):
 
     def EndElementHandler(self, tag: str) -> None:
         self._finish_pending()
+        if self.skipping:
+            self.skipping -= 1
+            return
         self.depth -= 1
 
     def CharacterDataHandler(self, data: str) -> None:
@@ -142,7 +153,7 @@ def parse_request(body: bytes, version: str) -> SoapRequest:
     if handler.request is None:
         raise ValueError("no SOAP body")
     if handler.unknown:
-        raise UnknownMethod(handler.unknown)
+        raise UnknownMethod(handler.unknown, handler.request.this)
     return handler.request
 
 
@@ -175,6 +186,14 @@ def response_envelope(method: str, body_xml: str) -> bytes:
 
 def fault_envelope(fault: Any, version: str) -> bytes:
     """A soapenv:Fault whose detail is the vim fault, as vCenter returns it (HTTP 500)."""
+    try:
+        return _fault_envelope(fault, version)
+    except Exception as e:   # a fault missing a required field: still answer
+        msg = getattr(fault, "msg", None) or type(fault).__name__
+        return _fault_envelope(vmodl.fault.SystemError(msg=msg, reason=f"{msg} ({e})"), version)
+
+
+def _fault_envelope(fault: Any, version: str) -> bytes:
     wsdl = type(fault)._wsdlName
     msg = getattr(fault, "msg", None) or wsdl
     info = VmomiSupport.Object(name=wsdl + "Fault", type=object, version=version, flags=0)

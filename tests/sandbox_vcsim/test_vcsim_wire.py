@@ -251,3 +251,37 @@ def test_find_by_uuid_and_runtime_flags(sim, si) -> None:
     finally:
         sim.admin.set_flags("web-01", consolidation_needed=False)
     assert vm.runtime.consolidationNeeded is False
+
+
+def test_method_outside_the_wsdl_is_method_not_found(sim) -> None:
+    import http.client
+
+    from pyVmomi import SoapAdapter
+
+    body = ('<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
+            'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>'
+            '<NoSuchMethod xmlns="urn:vim25"><_this type="Folder">group-d1</_this>'
+            '<x>1</x></NoSuchMethod></soapenv:Body></soapenv:Envelope>')
+    ctx = ssl.create_default_context(cafile=str(sim.ca_path))
+    conn = http.client.HTTPSConnection("localhost", sim.port, context=ctx)
+    conn.request("POST", "/sdk", body, {"Content-Type": "text/xml", "SOAPAction":
+                                         "urn:vim25/8.0.3.0"})
+    resp = conn.getresponse()
+    assert resp.status == 500
+    fault = SoapAdapter.SoapResponseDeserializer(None).Deserialize(resp, object)
+    assert isinstance(fault, vmodl.fault.MethodNotFound)
+    assert fault.method == "NoSuchMethod"
+    conn.close()
+
+
+@pytest.mark.parametrize("name", ["TaskInProgress", "FileFault", "InvalidPowerState",
+                                  "NoPermission"])
+def test_injected_faults_of_any_kind_reach_the_client(sim, si, name) -> None:
+    from pyVim.task import WaitForTask
+
+    from .conftest import find_vm
+
+    sim.admin.fail_tasks("PowerOn", 1, name, "boom")
+    with pytest.raises(vmodl.MethodFault) as err:
+        WaitForTask(find_vm(si, "tmpl").PowerOnVM_Task())
+    assert type(err.value).__name__.endswith(name)
