@@ -475,4 +475,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # os._exit: skip interpreter finalization, which the Temporal client's Rust threads can
+    # abort (temporalio sdk-python#300) after everything has passed.
+    exit_code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
