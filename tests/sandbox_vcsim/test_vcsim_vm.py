@@ -220,3 +220,16 @@ def test_per_disk_relocation_and_physical_rdm(tmp_path: Path) -> None:
             WaitForTask(find_vm(si, "rdm").CreateSnapshot_Task("x", "", False, False))
     finally:
         h.stop()
+
+
+def test_delayed_tasks_show_running_then_succeed(sim, si) -> None:
+    sim.admin.delay_tasks("CreateSnapshot", 0.6)
+    try:
+        vm = find_vm(si, "lab-01")
+        t = vm.CreateSnapshot_Task("slow", "", False, False)
+        assert t.info.state in ("queued", "running")
+        assert WaitForTask(t) == "success"
+        assert t.info.progress == 100
+        WaitForTask(t.info.result.RemoveSnapshot_Task(False))
+    finally:
+        sim.admin.clear_faults()
