@@ -227,8 +227,10 @@ class AdminApi:
 
     def cbt(self, vm: VM, b: dict[str, Any]) -> dict[str, Any]:
         if b.get("new_epoch"):
-            for d in vm.disks:
-                self.sim.store_disk(vm, d).new_epoch()
+            with vm.lock:
+                for d in vm.disks:
+                    self.sim.store_disk(vm, d).new_epoch()
+                vm.changed()          # live backings report the new epoch's changeId
         if "enabled" in b:
             self.sim.set_cbt(vm, bool(b["enabled"]))
         return {"cbt": vm.cbt, "cbt_active": vm.cbt_active}
