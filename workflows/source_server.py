@@ -298,7 +298,8 @@ class SourceServerWorkflow:
                 result_type=ShipResult,
                 task_queue=self._shipping_queue(),
                 start_to_close_timeout=timedelta(hours=24),
-                heartbeat_timeout=timedelta(minutes=2),
+                # Heartbeats come every few seconds; a dead worker is noticed within this.
+                heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=SHIP_RETRY,
                 # Wait for the activity to clean up (its pending EBS snapshots) before the
                 # VMware snapshot it reads from is removed.

@@ -241,6 +241,8 @@ async def sandbox(
     vms: list[dict[str, Any]],
     shipping_slots: int = 4,
     run_worker_inline: bool = True,
+    temporal_address: str | None = None,
+    tune: Callable[[ClientConfig], None] | None = None,
     **vcenter: Any,
 ) -> AsyncIterator[Sandbox]:
     sim = start_simulator(scenario(vms, **vcenter), tmp_path / "vcenter")
@@ -249,8 +251,11 @@ async def sandbox(
     stop = asyncio.Event()
     task: asyncio.Task[None] | None = None
     try:
-        address = env.client.service_client.config.target_host
+        address = temporal_address or env.client.service_client.config.target_host
         config = make_config(tmp_path / "client", sim, aws, address, shipping_slots)
+        if tune is not None:
+            tune(config)
+            config.save()
         client = await connect_client(config)
         if run_worker_inline:
             task = asyncio.create_task(run_worker(config, stop, metrics=False))
