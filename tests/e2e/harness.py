@@ -103,7 +103,9 @@ class Sandbox:
             AwsConnection(
                 region=self.aws.region,
                 endpoint_url=self.aws.endpoint_url,
-                credentials=lambda: AwsCredentials(self.aws.access_key_id, self.aws.secret_access_key),
+                credentials=lambda: AwsCredentials(
+                    self.aws.access_key_id, self.aws.secret_access_key
+                ),
             )
         )
 
