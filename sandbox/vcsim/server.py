@@ -31,12 +31,23 @@ class _Server(ThreadingHTTPServer):
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn, addr
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass     # a client that hangs up or fails TLS is its own problem, not a server trace
+
 
 def _soap_handler(service: VimService, sim: Simulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "VMware vCenter Server"
         wbufsize = 1 << 16
+
+        def setup(self) -> None:
+            # TLS handshake here, in the connection's own thread: an idle or slow client must
+            # never hold up accept() for everyone else
+            self.request.settimeout(30)
+            self.request.do_handshake()
+            self.request.settimeout(None)
+            super().setup()
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -145,7 +156,8 @@ class SimulatorServer:
         self.httpd = _Server((host, port), _soap_handler(self.service, sim))
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(self.tls.server_cert, self.tls.server_key)
-        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True,
+                                            do_handshake_on_connect=False)
         self.host = host
         self.hostname = hostname
         self.port = self.httpd.server_address[1]

@@ -285,3 +285,15 @@ def test_injected_faults_of_any_kind_reach_the_client(sim, si, name) -> None:
     with pytest.raises(vmodl.MethodFault) as err:
         WaitForTask(find_vm(si, "tmpl").PowerOnVM_Task())
     assert type(err.value).__name__.endswith(name)
+
+
+def test_idle_tcp_client_does_not_block_others(sim) -> None:
+    import socket
+
+    idle = socket.create_connection(("127.0.0.1", sim.port))   # never starts TLS
+    try:
+        s = connect(sim)
+        assert s.content.about.apiType == "VirtualCenter"
+        Disconnect(s)
+    finally:
+        idle.close()
