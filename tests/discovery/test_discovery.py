@@ -275,3 +275,24 @@ def test_demo_scenario_discovery(tmp_path: Path) -> None:
     assert any("2 GiB" in w for w in by_name["web-01"].eligibility.warnings)
     assert by_name["web-01"].facts.firmware == "efi"
     assert len(by_name["db-01"].facts.disks) == 3
+
+
+async def test_discover_command_prints_counts(
+    discovery_worker: Client, sim: Sim, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from snapship.cli import app
+
+    sim.cfg.save()
+
+    async def fake_connect(_cfg: ClientConfig) -> Client:
+        return discovery_worker
+
+    monkeypatch.setattr(app, "connect", fake_connect)
+    code = await asyncio.to_thread(
+        app.main, ["discover", "--no-schedule", "--data-dir", sim.cfg.data_dir]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Discovered 7 source server(s) in vCenter localhost (2 eligible, 5 not eligible)" in out
+    assert "templates skipped 1; client VM skipped 1; vanished 0" in out
