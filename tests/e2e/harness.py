@@ -59,6 +59,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STUB_DIR = ROOT / "sandbox" / "vddk_stub"
 STUB_TARBALL = STUB_DIR / "build" / "VMware-vix-disklib-7.0.3-stub.x86_64.tar.gz"
 ADMIN = "administrator@vsphere.local"
+# A fixed payload key for tests only, so recorded histories can be replayed later.
+TEST_KEYRING = KeyRing(current="test-key-1", keys={"test-key-1": bytes(range(32))})
 PASSWORD = "e2e-Secret-vc-password-7431"
 AWS_SECRET = "e2e/Secret+aws+key/2291xyz"
 
@@ -232,7 +234,7 @@ def make_config(
     store.set(VCENTER_PASSWORD, PASSWORD)
     store.set(AWS_ACCESS_KEY_ID, aws.access_key_id)
     store.set(AWS_SECRET_ACCESS_KEY, AWS_SECRET)
-    store.set(CODEC_KEY, KeyRing.generate().to_text())
+    store.set(CODEC_KEY, TEST_KEYRING.to_text())
     return config
 
 

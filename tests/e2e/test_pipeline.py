@@ -10,6 +10,7 @@ from temporalio.testing import WorkflowEnvironment
 from snapship.blocks import EBS_BLOCK_SIZE
 from snapship.messages import ReplicationCommand
 from tests.e2e.harness import runs_ok, sandbox, wait_status
+from tests.workflows.history_files import record_history
 from workflows.source_server import SourceServerWorkflow
 
 KIB = 1024
@@ -57,8 +58,9 @@ async def test_initial_and_incremental_runs_are_byte_identical(
                     sb.sim.admin.write("db-01", off, length=256 * KIB, zero=True, disk=disk)
                     touched[disk] |= blocks_touched([(off, 256 * KIB)], caps[disk])
                 else:
-                    sb.sim.admin.write("db-01", off, length=length, random_seed=100 * n + i,
-                                       disk=disk)
+                    sb.sim.admin.write(
+                        "db-01", off, length=length, random_seed=100 * n + i, disk=disk
+                    )
                     touched[disk] |= blocks_touched([(off, length)], caps[disk])
             await handle.execute_update(SourceServerWorkflow.run_now, ReplicationCommand())
             st = await wait_status(handle, runs_ok(n), timeout=120)
@@ -72,3 +74,4 @@ async def test_initial_and_incremental_runs_are_byte_identical(
         # Nothing of ours is left on the VM after stop.
         await handle.execute_update(SourceServerWorkflow.stop_replication, ReplicationCommand())
         assert sb.sim.admin.vm("db-01")["snapshots"] == []
+        await record_history(handle, "sandbox_initial_and_three_incrementals")

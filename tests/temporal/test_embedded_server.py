@@ -69,9 +69,7 @@ async def test_workflow_survives_server_restart_mid_timer(tmp_path: Path) -> Non
         queue = f"q-{uuid.uuid4().hex[:8]}"
         wf_id = f"timer-{uuid.uuid4().hex[:8]}"
         async with Worker(client, task_queue=queue, workflows=[TimerWorkflow], activities=[stamp]):
-            handle = await client.start_workflow(
-                TimerWorkflow.run, 8.0, id=wf_id, task_queue=queue
-            )
+            handle = await client.start_workflow(TimerWorkflow.run, 8.0, id=wf_id, task_queue=queue)
             await asyncio.sleep(2)  # the timer is running
             desc = await handle.describe()
             attrs = desc.typed_search_attributes

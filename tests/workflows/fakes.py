@@ -18,9 +18,9 @@ from snapship.messages import (
     DiscardInput,
     DiskAtSnapshot,
     DiskShipResult,
+    Eligibility,
     EnsureCbtInput,
     EnsureCbtResult,
-    Eligibility,
     GroupInput,
     GroupResult,
     LocationCheckInput,
@@ -51,7 +51,10 @@ class FakeDisk:
 class FakeVm:
     moref: str = "vm-1"
     disks: list[FakeDisk] = field(
-        default_factory=lambda: [FakeDisk(2000, "disk-a", 8 << 20), FakeDisk(2001, "disk-b", 4 << 20)]
+        default_factory=lambda: [
+            FakeDisk(2000, "disk-a", 8 << 20),
+            FakeDisk(2001, "disk-b", 4 << 20),
+        ]
     )
     cbt_on: bool = False
     host: str = "host-1"
@@ -111,15 +114,19 @@ class FakeActivities:
         for d in self.vm.disks:
             d.seq += 1
             disks.append(
-                DiskAtSnapshot(d.device_key, d.uuid, d.capacity, f"{d.epoch}/{d.seq}", f"[ds1] {d.uuid}")
+                DiskAtSnapshot(
+                    d.device_key, d.uuid, d.capacity, f"{d.epoch}/{d.seq}", f"[ds1] {d.uuid}"
+                )
             )
         return SnapshotInfo(moref, f"snapship-{inp.run_id}", "2026-11-25T00:00:00+00:00", disks)
 
     @activity.defn(name="snapship.ship")
     async def ship(self, inp: ShipInput) -> ShipResult:
         self.vm.calls.append(("ship", inp.run_id))
-        await activity.client().get_workflow_handle(inp.source_server_id).signal(
-            "shipping_started", ShippingStarted(inp.run_id)
+        await (
+            activity.client()
+            .get_workflow_handle(inp.source_server_id)
+            .signal("shipping_started", ShippingStarted(inp.run_id))
         )
         if self.vm.ship_gate is not None:
             while not self.vm.ship_gate.is_set():
@@ -158,7 +165,9 @@ class FakeActivities:
     async def location_check(self, inp: LocationCheckInput) -> LocationCheckResult:
         after = VmLocation(host=self.vm.host, datastores=["ds1"], disk_files={})
         moved = after.host != inp.before.host
-        return LocationCheckResult(moved, f"host {inp.before.host} -> {after.host}" if moved else "", after)
+        return LocationCheckResult(
+            moved, f"host {inp.before.host} -> {after.host}" if moved else "", after
+        )
 
     @activity.defn(name="snapship.complete_group")
     async def complete_group(self, inp: GroupInput) -> GroupResult:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
@@ -26,9 +24,8 @@ from snapship.messages import (
     VmFacts,
 )
 from tests.workflows.fakes import FakeActivities, FakeDisk, FakeVm
+from tests.workflows.history_files import record_history
 from workflows.source_server import SourceServerWorkflow
-
-HISTORIES = Path(__file__).parent / "histories"
 
 
 def discovered(name: str = "web-01", eligible: bool = True) -> DiscoveredServer:
@@ -102,9 +99,11 @@ def succeeded(n: int) -> Callable[[SourceServerStatus], bool]:
     return lambda s: sum(r.outcome == "SUCCEEDED" for r in s.runs) >= n
 
 
-async def test_runs_commit_chain_and_become_ready_for_test(temporal_env: WorkflowEnvironment) -> None:
+async def test_runs_commit_chain_and_become_ready_for_test(
+    temporal_env: WorkflowEnvironment,
+) -> None:
     vm = FakeVm()
-    async with running(temporal_env, vm) as (client, handle, wf_id):
+    async with running(temporal_env, vm) as (_client, handle, _wf_id):
         st = await status(handle)
         assert st.lifecycle_state == "DISCOVERED" and st.data_replication_state == "STOPPED"
         res = await handle.execute_update(
@@ -133,10 +132,12 @@ async def test_runs_commit_chain_and_become_ready_for_test(temporal_env: Workflo
         assert attrs.get(sa.REPLICATION_TYPE) == "SNAPSHOT_SHIPPING"
         assert attrs.get(sa.VM_NAME) == "web-01"
         assert attrs.get(sa.VCENTER_HOST) == "vcenter.local"
-        await save_history(handle, "two_runs")
+        await record_history(handle, "fake_two_runs")
 
 
-async def test_validators_reject_bad_transitions_with_reasons(temporal_env: WorkflowEnvironment) -> None:
+async def test_validators_reject_bad_transitions_with_reasons(
+    temporal_env: WorkflowEnvironment,
+) -> None:
     vm = FakeVm()
     async with running(temporal_env, vm, discovered=discovered(eligible=False)) as (_, handle, _id):
         with pytest.raises(WorkflowUpdateFailedError) as err:
@@ -159,7 +160,9 @@ async def test_pause_resume_stop_leave_no_snapshot(temporal_env: WorkflowEnviron
         )
         st = await wait_for(handle, lambda s: s.data_replication_state == "INITIAL_SYNC")
         assert vm.snapshots, "a VMware snapshot exists while shipping"
-        res = await handle.execute_update(SourceServerWorkflow.pause_replication, ReplicationCommand())
+        res = await handle.execute_update(
+            SourceServerWorkflow.pause_replication, ReplicationCommand()
+        )
         assert res.data_replication_state == "PAUSED"
         assert vm.snapshots == [], "pausing mid-run removes the VMware snapshot"
         st = await status(handle)
@@ -168,11 +171,14 @@ async def test_pause_resume_stop_leave_no_snapshot(temporal_env: WorkflowEnviron
         vm.ship_gate.set()
         await handle.execute_update(SourceServerWorkflow.resume_replication, ReplicationCommand())
         await wait_for(handle, succeeded(1))
-        res = await handle.execute_update(SourceServerWorkflow.stop_replication, ReplicationCommand())
+        res = await handle.execute_update(
+            SourceServerWorkflow.stop_replication, ReplicationCommand()
+        )
         assert res.data_replication_state == "STOPPED"
         assert vm.snapshots == []
         st = await status(handle)
         assert not st.replicating and st.lifecycle_state == "READY_FOR_TEST"
+        await record_history(handle, "fake_pause_resume_stop")
 
 
 async def test_vmotion_during_run_discards_and_retries(temporal_env: WorkflowEnvironment) -> None:
@@ -191,6 +197,7 @@ async def test_vmotion_during_run_discards_and_retries(temporal_env: WorkflowEnv
         assert vm.snapshots == []
         # Both attempts were full syncs: the discarded attempt did not advance the chain.
         assert all(p.base_change_id is None for p in vm.plans[1].disks)
+        await record_history(handle, "fake_vmotion_discard")
 
 
 async def test_resync_rules_new_disk_capacity_and_epoch(temporal_env: WorkflowEnvironment) -> None:
@@ -245,11 +252,3 @@ async def test_continue_as_new_carries_state(temporal_env: WorkflowEnvironment) 
         assert desc.run_id != handle.result_run_id or desc.run_id != handle.first_execution_run_id
         assert st.lifecycle_state == "READY_FOR_TEST"
         assert all(p.parent_snapshot_id for p in vm.plans[2].disks), "chain carried over"
-
-
-async def save_history(handle: WorkflowHandle, name: str) -> None:
-    """Keep a fresh copy of a history for the replay test (written to a scratch folder)."""
-    history = await handle.fetch_history()
-    out = HISTORIES / "latest"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(history.to_json_dict()))
