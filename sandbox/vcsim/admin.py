@@ -202,7 +202,7 @@ class AdminApi:
     def disks(self, vm: VM, b: dict[str, Any]) -> dict[str, Any]:
         op = b.get("op", "add")
         if op == "add":
-            d = self.sim.add_disk(vm, b)
+            d = self.sim.add_disk(vm, {k: v for k, v in b.items() if k != "op"})
             return {"key": d.key}
         d = self._disk(vm, b)
         if op == "remove":

@@ -90,3 +90,53 @@ def generate_scenario(n_vms: int, hosts: int = 16, datastores: int = 8,
             "vms": vms,
         }],
     }
+
+
+_KEYS: dict[str, set[str]] = {
+    "top": {"vcenter", "roles", "users", "datacenters"},
+    "vcenter": {"version", "instance_uuid", "consolidation_seconds", "max_changed_extents",
+                "record_snapshot_content", "default_page_size", "session_timeout_s"},
+    "user": {"name", "password", "permissions"},
+    "permission": {"entity", "role", "privileges", "propagate"},
+    "datacenter": {"name", "datastores", "networks", "clusters", "hosts", "folders", "vms"},
+    "datastore": {"name", "type", "capacity_gib", "free_gib"},
+    "cluster": {"name", "hosts"},
+    "vm": {"name", "folder", "host", "datastore", "guest_id", "guest_full_name", "firmware",
+           "cpus", "memory_mb", "hardware_version", "power", "template", "snapship_client",
+           "instance_uuid", "bios_uuid", "tools", "ip", "hostname", "cbt", "cbt_not_active",
+           "snapshots", "nics", "disks"},
+    "disk": {"capacity_bytes", "capacity_kb", "capacity_mib", "capacity_gib", "backing", "mode",
+             "thin", "datastore", "guest_path", "guest_free_mib", "uuid"},
+    "nic": {"network", "mac", "type"},
+}
+
+
+def _check(kind: str, spec: Any, where: str) -> None:
+    if not isinstance(spec, dict):
+        raise ValueError(f"scenario {where}: expected a mapping, got {spec!r}")
+    unknown = set(spec) - _KEYS[kind]
+    if unknown:
+        raise ValueError(f"scenario {where}: unknown key(s) {sorted(unknown)}; "
+                         f"known: {sorted(_KEYS[kind])}")
+
+
+def validate_scenario(sc: dict[str, Any]) -> None:
+    """Reject misspelt keys early (a typo would otherwise silently fall back to a default)."""
+    _check("top", sc, "top level")
+    _check("vcenter", sc.get("vcenter") or {}, "vcenter")
+    for u in sc.get("users") or []:
+        _check("user", u, f"user {u.get('name')!r}" if isinstance(u, dict) else "user")
+        for p in u.get("permissions") or []:
+            _check("permission", p, f"permission of {u.get('name')!r}")
+    for dc in sc.get("datacenters") or []:
+        _check("datacenter", dc, "datacenter")
+        for ds in dc.get("datastores") or []:
+            _check("datastore", ds, f"datastore in {dc.get('name')!r}")
+        for cl in dc.get("clusters") or []:
+            _check("cluster", cl, f"cluster in {dc.get('name')!r}")
+        for vm in dc.get("vms") or []:
+            _check("vm", vm, f"VM {vm.get('name')!r}" if isinstance(vm, dict) else "VM")
+            for d in vm.get("disks") or []:
+                _check("disk", d, f"disk of VM {vm.get('name')!r}")
+            for n in vm.get("nics") or []:
+                _check("nic", n, f"NIC of VM {vm.get('name')!r}")

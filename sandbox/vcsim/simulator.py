@@ -35,7 +35,7 @@ from sandbox.vcsim.model import (
     Snapshot,
     SnapshotEntity,
 )
-from sandbox.vcsim.scenario import capacity_bytes
+from sandbox.vcsim.scenario import capacity_bytes, validate_scenario
 from sandbox.vcsim.vddk_registry import StubRegistry
 
 VERSIONS: dict[str, dict[str, Any]] = {
@@ -155,6 +155,7 @@ class Simulator:
     """State and behaviour of one simulated vCenter."""
 
     def __init__(self, scenario: dict[str, Any], state_dir: Path) -> None:
+        validate_scenario(scenario)
         self.scenario = scenario
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)

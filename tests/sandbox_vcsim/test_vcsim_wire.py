@@ -297,3 +297,10 @@ def test_idle_tcp_client_does_not_block_others(sim) -> None:
         Disconnect(s)
     finally:
         idle.close()
+
+
+def test_misspelt_scenario_key_is_rejected(tmp_path: Path) -> None:
+    sc = small_scenario()
+    sc["datacenters"][0]["vms"][0]["disks"][0]["capacity_gb"] = 1
+    with pytest.raises(ValueError, match="capacity_gb"):
+        start_simulator(sc, tmp_path)
