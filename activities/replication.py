@@ -49,7 +49,7 @@ from snapship.messages import (
 )
 from snapship.shipping import ShipCheckpoint, Shipper, VddkEndpoint
 from snapship.telemetry.logs import log_context
-from snapship.telemetry.metrics import observe_vcenter_call, shipping_slot
+from snapship.telemetry.metrics import shipping_slot
 from snapship.vsphere import location as vlocation
 from snapship.vsphere import snapshots as vsnap
 from snapship.vsphere.cbt import ensure_cbt_active
@@ -135,8 +135,7 @@ class ReplicationActivities:
             moref, props = self._find_vm(inp)
             with self.deps.vcenter() as session:
                 # Our own leftovers (a crashed run) go first: they are not "foreign snapshots".
-                with observe_vcenter_call("RemoveSnapshot"):
-                    removed = vsnap.remove_own_leftovers(session, moref, inp.source_server_id)
+                removed = vsnap.remove_own_leftovers(session, moref, inp.source_server_id)
                 if removed:
                     log.info("removed leftover snapshots of ours: %s", removed)
                     props = retrieve_object(session, vim.VirtualMachine, moref, VM_PATHS)
@@ -158,8 +157,7 @@ class ReplicationActivities:
                         "vCenter reports that the VM's disks need consolidation; waiting for it "
                         "before taking a new snapshot"
                     )
-                with observe_vcenter_call("HasPrivilegeOnEntities"):
-                    report = check_vm_privileges(session, [moref])
+                report = check_vm_privileges(session, [moref])
                 if not report.ok:
                     reasons.append(
                         "missing vCenter privileges: "
@@ -178,7 +176,7 @@ class ReplicationActivities:
     def ensure_cbt(self, inp: EnsureCbtInput) -> EnsureCbtResult:
         """CBT on and tracking: a running VM only starts tracking after a stun, which a short
         activation snapshot provides (removed at once)."""
-        with self.deps.vcenter() as session, observe_vcenter_call("ReconfigVM"):
+        with self.deps.vcenter() as session:
             status = ensure_cbt_active(session, inp.vm_moref, inp.source_server_id)
         return EnsureCbtResult(changed=status.enabled_now)
 
@@ -194,11 +192,13 @@ class ReplicationActivities:
                 busy = vsnap.snapshot_activity(session, inp.vm_moref)
                 if busy:
                     raise SnapshotRemovalInProgress(inp.vm_moref, busy)
-                with observe_vcenter_call("CreateSnapshot"):
-                    created = vsnap.create_snapshot(
-                        session, inp.vm_moref, inp.source_server_id, inp.run_id,
-                        description="snapship replication point",
-                    )
+                created = vsnap.create_snapshot(
+                    session,
+                    inp.vm_moref,
+                    inp.source_server_id,
+                    inp.run_id,
+                    description="snapship replication point",
+                )
             disks = [
                 DiskAtSnapshot(
                     device_key=d.device_key,
@@ -228,7 +228,7 @@ class ReplicationActivities:
 
     @activity.defn(name="snapship.remove_snapshot")
     def remove_snapshot(self, inp: RemoveSnapshotInput) -> None:
-        with self.deps.vcenter() as session, observe_vcenter_call("RemoveSnapshot"):
+        with self.deps.vcenter() as session:
             vsnap.remove_snapshot(session, inp.snapshot_moref)
 
     # ------------------------------------------------------------------ EBS steps

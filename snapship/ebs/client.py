@@ -32,6 +32,7 @@ from botocore.exceptions import (
 )
 
 from snapship import __version__
+from snapship.telemetry.metrics import observe_ebs_call
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +155,52 @@ def make_client(
 ) -> Any:
     """One client for "ebs", "ec2" or "sts"; size the pool to the writer's concurrency."""
     session = session or make_session(conn)
-    return session.client(
+    client = session.client(
         service,  # type: ignore[call-overload]
         endpoint_url=conn.endpoint_url or None,
         verify=conn.verify,
         config=botocore_config(conn, max_pool_connections),
     )
+    instrument(client)
+    return client
+
+
+# ---------------------------------------------------------------- metrics and spans per call
+
+_OBSERVATION = "snapship_observation"
+
+
+def _before_call(model: Any, context: dict[str, Any], **_: Any) -> None:
+    observation = observe_ebs_call(model.name)
+    observation.__enter__()
+    context[_OBSERVATION] = observation
+
+
+def _after_call(
+    http_response: Any, parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any
+) -> None:
+    observation = context.pop(_OBSERVATION, None)
+    if observation is None:
+        return
+    if http_response.status_code >= 300:
+        error = ClientError(parsed, model.name)  # type: ignore[arg-type]
+        observation.__exit__(ClientError, error, None)
+    else:
+        observation.__exit__(None, None, None)
+
+
+def _after_call_error(exception: Exception, context: dict[str, Any], **_: Any) -> None:
+    observation = context.pop(_OBSERVATION, None)
+    if observation is not None:
+        observation.__exit__(type(exception), exception, exception.__traceback__)
+
+
+def instrument(client: Any) -> None:
+    """Time every AWS call, count its errors by code and give it a span, in one place (botocore's
+    call events), so no call site can forget to."""
+    client.meta.events.register("before-call", _before_call)
+    client.meta.events.register("after-call", _after_call)
+    client.meta.events.register("after-call-error", _after_call_error)
 
 
 def make_clients(conn: AwsConnection, ebs_concurrency: int | None = None) -> AwsClients:

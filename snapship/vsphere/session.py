@@ -25,6 +25,7 @@ from pyVmomi import SoapStubAdapter, VmomiSupport, vim, vmodl
 from pyVmomi.SoapAdapter import SoapResponseDeserializer
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_none
 
+from snapship.telemetry.metrics import observe_vcenter_call
 from snapship.vsphere.errors import (
     CaFileUnusable,
     InvalidCredentials,
@@ -167,7 +168,7 @@ class _SessionStub(SoapStubAdapter):
             before_sleep=_before_retry,
             reraise=True,
         ):
-            with attempt:
+            with attempt, observe_vcenter_call(what):
                 seen[0] = self.generation
                 self._count()
                 return call()
@@ -176,7 +177,8 @@ class _SessionStub(SoapStubAdapter):
     def InvokeMethod(self, mo: Any, info: Any, args: Any, outerStub: Any = None) -> Any:
         if info.wsdlName in _NO_RELOGIN or outerStub is not None:
             self._count()
-            return super().InvokeMethod(mo, info, args, outerStub)
+            with observe_vcenter_call(info.wsdlName):
+                return super().InvokeMethod(mo, info, args, outerStub)
         return self._with_relogin(
             info.wsdlName, lambda: super(_SessionStub, self).InvokeMethod(mo, info, args, outerStub)
         )

@@ -49,7 +49,7 @@ async def test_sixty_vms_never_more_than_fifty_ship(
         for vm in vms:
             sb.sim.admin.write(vm["name"], 0, length=4096, random_seed=len(vm["name"]))
         # Each PutSnapshotBlock takes a while, so shipping overlaps and the cap has to bind.
-        sb.aws.admin.set_faults(latency_ms=4000, operations=["PutSnapshotBlock"])
+        sb.aws.admin.set_faults(latency_ms=15000, operations=["PutSnapshotBlock"])
         gate = asyncio.Semaphore(10)
 
         async def start(name: str) -> Any:
