@@ -104,6 +104,7 @@ async def _servers(args: argparse.Namespace) -> int:
         names=args.name or [],
         states=args.state or [],
         tags=tags,
+        status_limit=None if args.full else console.LIST_STATUS_LIMIT,
     )
     if args.json:
         print(render.servers_json(selection.rows))
@@ -119,6 +120,11 @@ async def _servers(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(render.servers_table(selection.rows))
     print(f"\n{len(selection.rows)} source server(s) ({_view(args)})")
+    if selection.status_skipped:
+        print(
+            f"More than {console.LIST_STATUS_LIMIT} servers: progress, lag and errors were not "
+            "queried. Narrow with --name/--state/--tag, or add --full."
+        )
     return EXIT_OK
 
 
@@ -329,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", action="append", metavar="GLOB", help="VM name glob (repeatable)")
     p.add_argument("--tag", action="append", metavar="KEY=VALUE", help="tag filter (repeatable)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--full", action="store_true",
+                   help=f"query live status even for more than {console.LIST_STATUS_LIMIT} servers")
     servers_sub = p.add_subparsers(dest="servers_cmd", metavar="show")
     show = servers_sub.add_parser("show", help="migration dashboard of one server")
     show.add_argument("name", help="VM name, glob or source server id")

@@ -30,6 +30,7 @@ from snapship.states import LIFECYCLE_STEPS, DataReplicationState, LifeCycleStat
 SOURCE_SERVER_WORKFLOW = "SourceServerWorkflow"
 QUERY_CONCURRENCY = 16
 QUERY_TIMEOUT = timedelta(seconds=10)
+LIST_STATUS_LIMIT = 500
 UPDATE_TIMEOUT = timedelta(seconds=60)
 READY_STATES = frozenset(
     {
@@ -84,6 +85,7 @@ class CommandOutcome:
 class Selection:
     rows: list[ServerRow]
     unmatched: list[str] = field(default_factory=list)
+    status_skipped: bool = False
 
 
 def lifecycle_step(state: str) -> str:
@@ -217,20 +219,29 @@ async def select(
     states: Sequence[str] = (),
     tags: dict[str, str] | None = None,
     with_status: bool = True,
+    status_limit: int | None = None,
 ) -> Selection:
-    """Rows matching every given filter. Name globs that matched nothing are reported."""
+    """Rows matching every given filter. Name globs that matched nothing are reported.
+
+    Live status costs one Query per server; above `status_limit` rows (and without a tag
+    filter, which needs it) the list shows visibility's columns only, so listing 10,000
+    servers stays one call.
+    """
     rows = await list_rows(client, view, vcenter_host)
     unmatched: list[str] = []
     if names:
         unmatched = [p for p in names if not any(_matches_name(r, [p]) for r in rows)]
         rows = [r for r in rows if _matches_name(r, names)]
-    if with_status or tags:
+    skipped = False
+    if tags or (with_status and (status_limit is None or len(rows) <= status_limit)):
         await fill_status(client, rows)
+    else:
+        skipped = with_status
     if states:
         rows = [r for r in rows if _matches_state(r, states)]
     if tags:
         rows = [r for r in rows if _matches_tags(r, tags)]
-    return Selection(rows=rows, unmatched=unmatched)
+    return Selection(rows=rows, unmatched=unmatched, status_skipped=skipped)
 
 
 async def send_command(

@@ -8,6 +8,7 @@ Temporal server, exactly as the worker registers them.
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -151,6 +152,7 @@ async def discovery_worker(
         async for e in client.list_workflows('ExecutionStatus="Running"'):
             if e.id.startswith(prefix):
                 await client.get_workflow_handle(e.id).terminate("test over")
+    gc.collect()  # finalize evicted workflow coroutines now, not during a later import
 
 
 async def statuses(client: Client, cfg: ClientConfig, expect: int) -> dict[str, SourceServerStatus]:
