@@ -2,10 +2,10 @@
 
 Decision: the periodic discovery is a Temporal Schedule ("snapship-discovery", every
 `replication.discovery_interval_seconds`, overlapping runs skipped). `snapship discover` creates
-or updates it and then runs one pass immediately and waits for its counts; `--schedule-only`
-just ensures the schedule. Install does not touch Temporal (it may not be running yet), so the
-first `snapship discover` after install is what starts periodic discovery; the worker may call
-`ensure_discovery_schedule` at start as well — it is idempotent.
+or updates it and then runs one pass immediately and waits for its counts; `--schedule`
+(alias `--schedule-only`) just ensures the schedule. Install does not touch Temporal (it may
+not be running yet), so the first `snapship discover` after install is what starts periodic
+discovery; the worker may call `ensure_discovery_schedule` at start as well (idempotent).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def describe(result: DiscoveryResult) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--schedule-only", action="store_true",
+    p.add_argument("--schedule", "--schedule-only", dest="schedule_only", action="store_true",
                    help="only create/update the periodic discovery schedule")
     p.add_argument("--no-schedule", action="store_true",
                    help="run once without creating/updating the schedule")
