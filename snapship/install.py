@@ -46,7 +46,8 @@ from snapship.secrets import (
 
 VDDK_DIR = "vddk"
 MAX_TAGS = 50
-_REGION_RE = re.compile(r"^[a-z]{2}(-(gov|iso|isob|isof|isoe))?-[a-z]+-[0-9]{1,2}$")
+# Partition prefix (us, eu, ap, cn, eusc, ...), optional qualifiers (gov, iso, de, ...), number.
+_REGION_RE = re.compile(r"^[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}$")
 # AWS tag rules: letters, digits, spaces and _ . : / = + - @ (Unicode letters allowed).
 _TAG_CHARS_RE = re.compile(r"^[\w\s.:/=+\-@]*$", re.UNICODE)
 
