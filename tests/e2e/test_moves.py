@@ -29,6 +29,8 @@ DISKS = [{"capacity_mib": 40}, {"capacity_mib": 9}]
 LATENCY_MS = 700
 """Per PutSnapshotBlock while a move is staged: 16 in flight, ~60 blocks -> a few seconds."""
 MOVE_DELAY_S = 0.5
+RETRY_TIMEOUT_S = 30
+"""Discarding attempt 1 and shipping attempt 2 takes a few seconds once latency is off."""
 
 
 def last_ok(st: SourceServerStatus) -> RunRecord:
@@ -78,6 +80,19 @@ async def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> Non
         await asyncio.sleep(0.1)
 
 
+async def pending_activities(sb: Sandbox, handle: WorkflowHandle) -> list[str]:
+    """What the workflow waits on, with each activity's attempt and last failure (diagnosis)."""
+    desc = await handle.describe()
+    out = []
+    for a in desc.raw_description.pending_activities:
+        failure = "no failure"
+        if a.HasField("last_failure"):
+            # Failures are encrypted by the payload codec: decode them like the Web UI would.
+            failure = str(await sb.client.data_converter.decode_failure(a.last_failure))
+        out.append(f"{a.activity_type.name} attempt {a.attempt}: {failure}")
+    return out
+
+
 async def run_with_move_midway(
     sb: Sandbox,
     handle: WorkflowHandle,
@@ -107,7 +122,13 @@ async def run_with_move_midway(
     assert not any(run_id in n and "moved" in n for n in st.notes), st.notes
     assert sb.aws.admin.stats()["put_blocks"] > 0
     sb.aws.admin.reset_faults()  # the rest may go fast
-    st = await wait_status(handle, runs_ok(run_number), timeout=90)
+    try:
+        st = await wait_status(handle, runs_ok(run_number), timeout=RETRY_TIMEOUT_S)
+    except AssertionError as err:
+        raise AssertionError(
+            f"run {run_id} did not complete within {RETRY_TIMEOUT_S}s of the move; "
+            f"pending activities: {await pending_activities(sb, handle)}"
+        ) from err
     run = last_ok(st)
     assert run.run_id == run_id
     notes = [n for n in st.notes if n.startswith(f"{run_id}:")]
