@@ -448,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(_sig: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_term)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)  # `kill` cleans up like Ctrl-C
     say(f"work directory {work}")
     code = 1
     try:
