@@ -292,3 +292,33 @@ def test_unreadable_ca_file_reports_permission_denied(
     assert proc.returncode == 2, proc.stderr
     assert "not readable" in proc.stderr and "Error 13" in proc.stderr
     assert tree_state(installed) == before
+
+
+def test_optional_flags_are_recorded(
+    install_env: InstallEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "opts"
+    argv = install_env.argv(
+        data, vcenter_ca_path=None, disable_ssl_cert_validation=True,
+        s3_endpoint="https://bucket.vpce-1.s3.us-east-1.vpce.amazonaws.com",
+        client_vm_uuid="5003E1A2-0000-4000-8000-00000000C11E",
+        temporal_address="127.0.0.1:17233", temporal_ui_port="18233",
+        replication_interval="900", discovery_interval="7200",
+    )
+    code, _out, err = run(argv, capsys)
+    assert code == 0, err
+    cfg = ClientConfig.load(data)
+    assert cfg.vcenter.disable_ssl_cert_validation and cfg.vcenter.ca_path == ""
+    assert cfg.aws.s3_endpoint_url.startswith("https://bucket.vpce-1")
+    assert cfg.client_vm_uuid == "5003e1a2-0000-4000-8000-00000000c11e"
+    assert cfg.temporal.address == "127.0.0.1:17233" and cfg.temporal.ui_port == 18233
+    assert cfg.replication.interval_seconds == 900
+    assert cfg.replication.discovery_interval_seconds == 7200
+
+
+def test_ca_path_and_disabled_validation_contradict(
+    install_env: InstallEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(install_env.argv(tmp_path / "d", disable_ssl_cert_validation=True), capsys)
+    assert code == 2 and "contradict" in err
+    assert not (tmp_path / "d").exists()
