@@ -320,7 +320,8 @@ class ReplicationActivities:
                 return ShipResult(shipper.ship(inp, resume))
 
         with shipping_slot(deps.metrics):
-            future = loop.run_in_executor(self._ship_pool, run)
+            # The copy runs in this activity's context: its spans nest under the activity's.
+            future = loop.run_in_executor(self._ship_pool, contextvars.copy_context().run, run)
             try:
                 while True:
                     done, _ = await asyncio.wait({future}, timeout=PROGRESS_EVERY_S)

@@ -24,6 +24,7 @@ the long retry budget belongs to Temporal.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import threading
@@ -410,7 +411,10 @@ class EbsSnapshotWriter:
                     counters.blocks_below_cursor += 1
                 elif index <= upload.resume_high_water:
                     counters.blocks_resent_after_resume += 1
-                fut = executor.submit(self._hash_and_put, upload, index, data, send)
+                # Each call runs in the caller's context, so its span nests under the run's.
+                fut = executor.submit(
+                    contextvars.copy_context().run, self._hash_and_put, upload, index, data, send
+                )
                 fut.add_done_callback(release)
                 inflight[index] = (fut, send)
                 next_unseen = index + 1

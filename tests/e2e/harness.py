@@ -247,6 +247,7 @@ async def sandbox(
     run_worker_inline: bool = True,
     temporal_address: str | None = None,
     tune: Callable[[ClientConfig], None] | None = None,
+    metrics: bool = False,
     **vcenter: Any,
 ) -> AsyncIterator[Sandbox]:
     sim = start_simulator(scenario(vms, **vcenter), tmp_path / "vcenter")
@@ -262,7 +263,7 @@ async def sandbox(
             config.save()
         client = await connect_client(config)
         if run_worker_inline:
-            task = asyncio.create_task(run_worker(config, stop, metrics=False))
+            task = asyncio.create_task(run_worker(config, stop, metrics=metrics))
         yield Sandbox(sim, aws, config, client)
     finally:
         stop.set()
