@@ -37,6 +37,7 @@ class WorkerDeps:
         self._aws: AwsClients | None = None
         self._aws_key: float | None = None
         self._thumbprint: str | None = None
+        self._config_mtime: float | None = None
 
     def _secrets_mtime(self) -> float:
         try:
@@ -57,9 +58,22 @@ class WorkerDeps:
             disable_ssl_cert_validation=vc.disable_ssl_cert_validation,
         ).connect()
 
+    def _refresh_vcenter_settings(self) -> None:
+        """Pick up `vcenter_configuration_update`: it rewrites the user in config.json and the
+        password in the secret store; the next session uses both."""
+        try:
+            mtime = Path(self.config.path).stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime != self._config_mtime:
+            self._config_mtime = mtime
+            self.config.vcenter = ClientConfig.load(Path(self.config.data_dir)).vcenter
+
     @contextmanager
     def vcenter(self) -> Iterator[VcenterSession]:
         """The worker's shared vCenter session (re-logins itself on expiry)."""
+        with self._lock:
+            self._refresh_vcenter_settings()
         vc = self.config.vcenter
         key = (vc.host, vc.port, vc.user, self._secrets_mtime())
         with self._lock:

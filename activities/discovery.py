@@ -66,6 +66,7 @@ async def signal_with_start(
             vcenter_uuid=vcenter_uuid,
             vm_instance_uuid=vm_uuid,
             vm_name=server.facts.name,
+            shipping_task_queue=cfg.temporal.shipping_task_queue,
         ),
         id=workflow_id,
         task_queue=cfg.temporal.control_task_queue,

@@ -205,29 +205,31 @@ class SourceServerWorkflow:
             st.last_error = ""
             if st.lifecycle_state in (LCS.DISCOVERED.value, LCS.NOT_READY.value):
                 st.lifecycle_state = LCS.READY_FOR_TEST.value
-            self._set(drs=DRS.CONTINUOUS)
+            self._end_run(record, DRS.CONTINUOUS)
         except asyncio.CancelledError:
             record.outcome = "CANCELLED"
             record.reason = self._interrupt_reason or "workflow cancelled"
+            self._end_run(record)
             raise
         except (ActivityError, ApplicationError) as err:
             if self._interrupt_reason:
                 # A cancelled activity that waited for its own cleanup surfaces as an error.
                 record.outcome = "CANCELLED"
                 record.reason = self._interrupt_reason
+                self._end_run(record)
                 raise asyncio.CancelledError() from err
             record.outcome = "FAILED"
             record.reason = _error_text(err)
             st.last_error = f"{run_id}: {record.reason}"
-            ineligible = "ineligible" in record.reason.lower()
-            if ineligible and not st.chains:
-                st.lifecycle_state = LCS.NOT_READY.value
-            self._set(drs=DRS.STALLED)
-        finally:
-            record.finished_at = workflow.now().isoformat()
-            self._progress = []
-            self._current_run_id = ""
-            self._publish()
+            self._end_run(record, DRS.STALLED)
+
+    def _end_run(self, record: RunRecord, drs: DRS | None = None) -> None:
+        """Close the run's record. Called on each way out rather than in a `finally`, which
+        would also run when the SDK discards an evicted workflow's coroutines."""
+        record.finished_at = workflow.now().isoformat()
+        self._progress = []
+        self._current_run_id = ""
+        self._set(drs=drs)
 
     async def _attempt(
         self, run_id: str, attempt: int, record: RunRecord, first_sync: bool
@@ -325,15 +327,16 @@ class SourceServerWorkflow:
             )
             if not group.complete:
                 raise ApplicationError(f"snapshot group {group_id} did not complete")
-        except asyncio.CancelledError:
-            if shipped is not None:
+        except (asyncio.CancelledError, ActivityError, ApplicationError, _RunDiscarded) as err:
+            # Not a `finally`: an evicted workflow's coroutines must not schedule activities.
+            if isinstance(err, asyncio.CancelledError) and shipped is not None:
                 await self._discard(
                     [d.ebs_snapshot_id for d in shipped.disks], "run cancelled before commit"
                 )
-            raise
-        finally:
             if snapshot is not None:
                 await self._remove_vmware_snapshot(pre.vm_moref, snapshot.snapshot_moref)
+            raise
+        await self._remove_vmware_snapshot(pre.vm_moref, snapshot.snapshot_moref)
         # Commit: only now does the replication point move forward.
         assert shipped is not None and snapshot is not None
         by_key = {d.device_key: d for d in snapshot.disks}
@@ -523,6 +526,8 @@ class SourceServerWorkflow:
         st.paused = False
         st.next_run_at = ""
         self._wake = True
+        if not st.chains and st.lifecycle_state == LCS.DISCOVERED.value:
+            st.lifecycle_state = LCS.NOT_READY.value  # MGN: "Not ready" until the first group
         self._set(drs=DRS.INITIATING if not st.chains else DRS.CONTINUOUS)
         return self._result(
             f"replication started; a run every {settings.interval_seconds}s, "

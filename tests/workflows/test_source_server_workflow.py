@@ -166,7 +166,7 @@ async def test_pause_resume_stop_leave_no_snapshot(temporal_env: WorkflowEnviron
         assert res.data_replication_state == "PAUSED"
         assert vm.snapshots == [], "pausing mid-run removes the VMware snapshot"
         st = await status(handle)
-        assert st.runs[-1].outcome == "CANCELLED" and st.lifecycle_state == "DISCOVERED"
+        assert st.runs[-1].outcome == "CANCELLED" and st.lifecycle_state == "NOT_READY"
         assert vm.plans == [], "the cancelled run committed nothing"
         vm.ship_gate.set()
         await handle.execute_update(SourceServerWorkflow.resume_replication, ReplicationCommand())

@@ -1,0 +1,169 @@
+"""Pipeline benchmark on the sandbox: the real worker process ships through the stub VDDK into
+local AWS, driven by the embedded Temporal server.
+
+Prints and writes bench/results/pipeline.json:
+- initial sync of a multi-GiB disk: MB/s, worker CPU seconds per GiB shipped, peak worker RSS;
+- incremental runs: MB/s, bytes shipped / bytes the guest changed (rounded to 512 KiB blocks);
+- the duration of a run with no changes on disks of 1, 10 and 100 GiB (must not grow with size).
+
+The worker runs in its own process so its CPU and RSS are its own, not the sandbox's.
+Usage: .venv/bin/python bench/bench_pipeline.py [--initial-gib 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from snapship.blocks import EBS_BLOCK_SIZE  # noqa: E402
+from snapship.messages import ReplicationCommand  # noqa: E402
+from snapship.search_attributes import dev_server_flags  # noqa: E402
+from tests.e2e.harness import runs_ok, sandbox, wait_status  # noqa: E402
+from workflows.source_server import SourceServerWorkflow  # noqa: E402
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def spawn_worker(config: Any, state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, SNAPSHIP_STUB_VDDK_STATE=str(state_dir))
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", "--data-dir", config.data_dir, "--no-metrics"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def timed_run(handle: Any, n: int) -> tuple[float, Any]:
+    start = time.perf_counter()
+    if n > 1:
+        await handle.execute_update(SourceServerWorkflow.run_now, ReplicationCommand())
+    st = await wait_status(handle, runs_ok(n), timeout=3600)
+    return time.perf_counter() - start, [r for r in st.runs if r.outcome == "SUCCEEDED"][-1]
+
+
+async def bench(initial_gib: float, work: Path) -> dict[str, Any]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(Path(sys.executable).with_name("temporal")),
+        dev_server_extra_args=[*dev_server_flags(), "--log-level", "error"],
+        ui=False,
+    )
+    results: dict[str, Any] = {"initial_gib": initial_gib}
+    size = int(initial_gib * GIB)
+    vms = [
+        {"name": "big", "disks": [{"capacity_bytes": size}]},
+        {"name": "idle-1g", "disks": [{"capacity_gib": 1}]},
+        {"name": "idle-10g", "disks": [{"capacity_gib": 10}]},
+        {"name": "idle-100g", "disks": [{"capacity_gib": 100}]},
+    ]
+    try:
+        async with sandbox(work, env, vms, run_worker_inline=False) as sb:
+            print(f"writing {initial_gib} GiB of random guest data ...", flush=True)
+            chunk = 32 * MIB
+            for off in range(0, size, chunk):
+                sb.sim.admin.write("big", off, length=min(chunk, size - off), random_seed=off)
+            for name in ("idle-1g", "idle-10g", "idle-100g"):
+                sb.sim.admin.write(name, 0, length=MIB, random_seed=1)
+            worker = spawn_worker(sb.config, sb.sim.state_dir, work / "worker.log")
+            try:
+                await asyncio.sleep(2)
+                cpu0 = cpu_seconds(worker.pid)
+                big = await sb.start("big")
+                seconds, run = await timed_run(big, 1)
+                cpu = cpu_seconds(worker.pid) - cpu0
+                shipped_gib = run.bytes_shipped / GIB
+                results["initial_sync"] = {
+                    "seconds": round(seconds, 2),
+                    "bytes_shipped": run.bytes_shipped,
+                    "mb_per_s": round(run.bytes_shipped / 1e6 / seconds, 1),
+                    "worker_cpu_s_per_gib": round(cpu / shipped_gib, 2) if shipped_gib else None,
+                }
+                incrementals = []
+                for n, (writes, length) in enumerate([(64, 4096), (16, 3 * MIB), (1, 64 * MIB)]):
+                    touched: set[int] = set()
+                    stride = size // writes
+                    for i in range(writes):
+                        off = i * stride + (i * 7919 % max(1, stride - length))
+                        sb.sim.admin.write("big", off, length=length, random_seed=1000 + i)
+                        end = min(off + length, size)
+                        touched.update(
+                            range(off // EBS_BLOCK_SIZE, (end - 1) // EBS_BLOCK_SIZE + 1)
+                        )
+                    cpu0 = cpu_seconds(worker.pid)
+                    seconds, run = await timed_run(big, n + 2)
+                    cpu = cpu_seconds(worker.pid) - cpu0
+                    changed = len(touched) * EBS_BLOCK_SIZE
+                    incrementals.append(
+                        {
+                            "guest_writes": writes,
+                            "write_bytes": length,
+                            "seconds": round(seconds, 2),
+                            "bytes_shipped": run.bytes_shipped,
+                            "bytes_changed_rounded_to_blocks": changed,
+                            "shipped_over_changed": round(run.bytes_shipped / changed, 3),
+                            "mb_per_s": round(run.bytes_shipped / 1e6 / seconds, 1),
+                            "worker_cpu_s": round(cpu, 2),
+                        }
+                    )
+                results["incremental"] = incrementals
+                idle = {}
+                for name in ("idle-1g", "idle-10g", "idle-100g"):
+                    handle = await sb.start(name)
+                    await timed_run(handle, 1)
+                    seconds, run = await timed_run(handle, 2)
+                    assert run.blocks_changed == 0
+                    idle[name.removeprefix("idle-")] = round(seconds, 2)
+                results["no_change_run_seconds"] = idle
+                results["worker_peak_rss_mib"] = round(peak_rss_mib(worker.pid), 1)
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                worker.wait(60)
+    finally:
+        await env.shutdown()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--initial-gib", type=float, default=2.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="snapship-bench-") as tmp:
+        results = asyncio.run(bench(args.initial_gib, Path(tmp)))
+    print(json.dumps(results, indent=2))
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pipeline.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
