@@ -29,7 +29,7 @@ DISKS = [{"capacity_mib": 40}, {"capacity_mib": 9}]
 LATENCY_MS = 700
 """Per PutSnapshotBlock while a move is staged: 16 in flight, ~60 blocks -> a few seconds."""
 MOVE_DELAY_S = 0.5
-RETRY_TIMEOUT_S = 30
+RETRY_TIMEOUT_S = 20
 """Discarding attempt 1 and shipping attempt 2 takes a few seconds once latency is off."""
 
 

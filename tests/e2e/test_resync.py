@@ -264,6 +264,7 @@ async def test_foreign_snapshot_blocks_run_until_removed(
             handle, lambda s: s.runs[-1].run_id == "r000002" and s.runs[-1].outcome == "FAILED"
         )
         assert st.last_error.startswith("r000002: ")
+        assert "ineligible" in st.last_error.lower(), st.last_error
         assert "before-upgrade" in st.last_error and "snapshot" in st.last_error.lower()
         assert st.data_replication_state == "STALLED"
         assert st.lifecycle_state == "READY_FOR_TEST"
