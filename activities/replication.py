@@ -226,6 +226,19 @@ class ReplicationActivities:
         change = vlocation.compare_locations(before, after)
         return LocationCheckResult(change.moved, change.summary, _to_message_location(after))
 
+    @staticmethod
+    def _moved_since(session: Any, inp: ShipInput) -> str | None:
+        if inp.location is None:
+            return None
+        try:
+            after = vlocation.record_location(session, inp.vm_moref)
+        except Exception:
+            return None
+        change = vlocation.compare_locations(
+            _from_message_location(inp.vm_moref, inp.location), after
+        )
+        return change.summary if change.moved else None
+
     @activity.defn(name="snapship.remove_snapshot")
     def remove_snapshot(self, inp: RemoveSnapshotInput) -> None:
         with self.deps.vcenter() as session:
@@ -317,7 +330,20 @@ class ReplicationActivities:
                     cancel=cancel,
                 )
                 shipper_box.append(shipper)
-                return ShipResult(shipper.ship(inp, resume))
+                try:
+                    return ShipResult(shipper.ship(inp, resume))
+                except Exception as err:
+                    moved = self._moved_since(session, inp)
+                    if moved is None:
+                        raise
+                    # The snapshot's files moved under us (Storage vMotion) or the VM changed
+                    # host: retrying this attempt cannot help; the workflow discards the run.
+                    delete_snapshots(aws.ec2, shipper.started_snapshot_ids)
+                    raise ApplicationError(
+                        f"VM moved during shipping ({moved}): {err}",
+                        type="VmMovedDuringRun",
+                        non_retryable=True,
+                    ) from err
 
         with shipping_slot(deps.metrics):
             # The copy runs in this activity's context: its spans nest under the activity's.

@@ -296,6 +296,7 @@ class ShipInput:
     group_id: str
     point_in_time: str
     disks: list[DiskShipPlan]
+    location: VmLocation | None = None
 
 
 @dataclass

@@ -82,7 +82,7 @@ SHIP_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=5),
     maximum_attempts=10,
-    non_retryable_error_types=["SnapshotGone", "IneligibleVm"],
+    non_retryable_error_types=["SnapshotGone", "IneligibleVm", "VmMovedDuringRun"],
 )
 
 
@@ -285,8 +285,7 @@ class SourceServerWorkflow:
                 for p in plans
             ]
             self._set(drs=DRS.PENDING_SNAPSHOT_SHIPPING)
-            shipped = await workflow.execute_activity(
-                "snapship.ship",
+            shipped = await self._ship(
                 ShipInput(
                     source_server_id=sid,
                     vm_name=self._vm_name(),
@@ -296,16 +295,8 @@ class SourceServerWorkflow:
                     group_id=group_id,
                     point_in_time=snapshot.created_at,
                     disks=plans,
-                ),
-                result_type=ShipResult,
-                task_queue=self._shipping_queue(),
-                start_to_close_timeout=timedelta(hours=24),
-                # Heartbeats come every few seconds; a dead worker is noticed within this.
-                heartbeat_timeout=timedelta(seconds=30),
-                retry_policy=SHIP_RETRY,
-                # Wait for the activity to clean up (its pending EBS snapshots) before the
-                # VMware snapshot it reads from is removed.
-                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                    location=pre.location,
+                )
             )
             moved: LocationCheckResult = await workflow.execute_activity(
                 "snapship.location_check",
@@ -366,6 +357,29 @@ class SourceServerWorkflow:
                 start_to_close_timeout=timedelta(minutes=30),
                 retry_policy=VCENTER_RETRY,
             )
+
+    async def _ship(self, inp: ShipInput) -> ShipResult:
+        try:
+            result: ShipResult = await workflow.execute_activity(
+                "snapship.ship",
+                inp,
+                result_type=ShipResult,
+                task_queue=self._shipping_queue(),
+                start_to_close_timeout=timedelta(hours=24),
+                # Heartbeats come every few seconds; a dead worker is noticed within this.
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=SHIP_RETRY,
+                # Wait for the activity to clean up (its pending EBS snapshots) before the
+                # VMware snapshot it reads from is removed.
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == "VmMovedDuringRun":
+                # The activity already deleted what it had started.
+                raise _RunDiscarded(cause.message) from err
+            raise
+        return result
 
     def _plan(self, snapshot: SnapshotInfo, run_id: str) -> list[DiskShipPlan]:
         """Decide per disk: incremental against the committed chain, or a full resync and why."""
