@@ -114,13 +114,15 @@ async def run_with_move_midway(
     await wait_until(
         lambda: describe_group(ec2, first_group) is not None, 20, "attempt 1's EBS snapshot"
     )
+    # Blocks are counted once stored (after the injected latency): wait for the first ones, so
+    # the move lands mid-shipping even on a loaded machine.
+    await wait_until(lambda: sb.aws.admin.stats()["put_blocks"] > 0, 30, "the first blocks")
     move()
     await wait_until(landed, 20, "the move to land")
     st = await handle.query(SourceServerWorkflow.status)
     # The move landed mid-shipping: attempt 1 had not yet reached its location check.
     assert shipping(st), st.data_replication_state
     assert not any(run_id in n and "moved" in n for n in st.notes), st.notes
-    assert sb.aws.admin.stats()["put_blocks"] > 0
     sb.aws.admin.reset_faults()  # the rest may go fast
     try:
         st = await wait_status(handle, runs_ok(run_number), timeout=RETRY_TIMEOUT_S)
