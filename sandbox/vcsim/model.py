@@ -379,6 +379,7 @@ class VM(Entity):
         self.consolidation_needed = False
         self.busy: str | None = None   # name of a running exclusive task (e.g. consolidation)
         self.busy_task: Any = None
+        self.recent_tasks: list[Any] = []   # TaskEntity objects, as vCenter's recentTask
         self.lock = threading.RLock()
         self.change_version = 0
 
@@ -581,11 +582,18 @@ class VM(Entity):
             return self.mo_list(vim.Network, list(self.networks()))
         if prop == "resourcePool":
             return None
+        if prop == "recentTask":
+            # Like vCenter: the VM's tasks of the last ten minutes, running ones included.
+            cutoff = now() - dt.timedelta(minutes=10)
+            self.recent_tasks = [
+                t for t in self.recent_tasks if t.completed is None or t.completed > cutoff
+            ]
+            return _array(vim.Task, [t.ref() for t in self.recent_tasks])
         return super()._build(prop)
 
     def all_props(self) -> list[str]:
         return [*super().all_props(), "config", "runtime", "guest", "summary", "snapshot",
-                "rootSnapshot", "datastore", "network"]
+                "rootSnapshot", "datastore", "network", "recentTask"]
 
 
 def build_disk(v: dict[str, Any]) -> Any:

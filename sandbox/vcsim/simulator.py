@@ -387,6 +387,9 @@ class Simulator:
         task = TaskEntity(self.inv, self.inv.next_id("task-"), method, entity, user)
         self._forget_old_tasks()
         self.inv.add(task)
+        if isinstance(entity, model.VM):
+            entity.recent_tasks.append(task)
+            entity.touch()
         kind = _kind(method)
         fail = None
         with self.inv.lock:
