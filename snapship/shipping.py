@@ -218,7 +218,9 @@ class Shipper:
                 volume_size_gib=volume_size_gib(plan.capacity_bytes),
                 parent_snapshot_id=parent,
                 client_token=client_token(
-                    inp.source_server_id, plan.disk_uuid, plan.device_key, inp.run_id,
+                    # Per run *attempt* (the group id): a retried attempt after a discard sends
+                    # other tags, and reusing a token with other parameters is a conflict.
+                    inp.source_server_id, plan.disk_uuid, plan.device_key, inp.group_id,
                     "full" if full else "incremental",
                 ),
                 tags=tags,
