@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from snapship.blocks import EBS_BLOCK_SIZE  # noqa: E402
 from snapship.messages import ReplicationCommand  # noqa: E402
 from snapship.search_attributes import dev_server_flags  # noqa: E402
-from tests.e2e.harness import runs_ok, sandbox, wait_status  # noqa: E402
+from tests.e2e.harness import runs_ok, sandbox, spawn_worker, wait_status  # noqa: E402
 from workflows.source_server import SourceServerWorkflow  # noqa: E402
 
 MIB = 1024 * 1024
@@ -50,17 +49,6 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def spawn_worker(config: Any, state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, SNAPSHIP_STUB_VDDK_STATE=str(state_dir))
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker", "--data-dir", config.data_dir, "--no-metrics"],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
 
 
 async def timed_run(handle: Any, n: int) -> tuple[float, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -63,6 +64,18 @@ ADMIN = "administrator@vsphere.local"
 TEST_KEYRING = KeyRing(current="test-key-1", keys={"test-key-1": bytes(range(32))})
 PASSWORD = "e2e-Secret-vc-password-7431"
 AWS_SECRET = "e2e/Secret+aws+key/2291xyz"
+
+
+def spawn_worker(config: ClientConfig, state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    """The real worker as its own process (to kill it, or to measure its CPU and RSS alone)."""
+    env = dict(os.environ, SNAPSHIP_STUB_VDDK_STATE=str(state_dir))
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", "--data-dir", config.data_dir, "--no-metrics"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def ensure_stub_tarball() -> Path:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from snapship.blocks import EBS_BLOCK_SIZE
 from snapship.config import ClientConfig
 from snapship.temporal_server import DevServerSettings, start, stop
-from tests.e2e.harness import runs_ok, sandbox, wait_status
+from tests.e2e.harness import runs_ok, sandbox, spawn_worker, wait_status
 
 MIB = 1024 * 1024
 DISK_MIB = 128
@@ -30,17 +28,6 @@ HEARTBEAT_THROTTLE_S = 2
 def slow_small_window(config: ClientConfig) -> None:
     config.replication.ebs_concurrency = IN_FLIGHT
     config.replication.checkpoint_every_blocks = CHECKPOINT_BLOCKS
-
-
-def spawn_worker(config: ClientConfig, state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, SNAPSHIP_STUB_VDDK_STATE=str(state_dir))
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker", "--data-dir", config.data_dir, "--no-metrics"],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
 
 
 async def puts(sb: object) -> int:
