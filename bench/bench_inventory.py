@@ -15,33 +15,17 @@ import time
 from pathlib import Path
 
 from pyVim.connect import Disconnect, SmartConnect
-from pyVmomi import vim, vmodl
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sandbox.vcsim.testing import INVENTORY_PATHS as PATHS  # noqa: E402
+from sandbox.vcsim.testing import collect_inventory  # noqa: E402
 
 
-PC = vmodl.query.PropertyCollector
-PATHS = ["name", "config.instanceUuid", "config.version", "runtime.powerState", "runtime.host",
-         "datastore", "config.hardware.device"]
-
-
-def collect(si) -> tuple[int, int]:
-    content = si.RetrieveContent()
-    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine],
-                                                   True)
-    spec = PC.FilterSpec(
-        objectSet=[PC.ObjectSpec(obj=view, skip=True, selectSet=[
-            PC.TraversalSpec(name="v", type=vim.view.ContainerView, path="view", skip=False)])],
-        propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=PATHS)])
-    pc = content.propertyCollector
-    res = pc.RetrievePropertiesEx([spec], PC.RetrieveOptions(maxObjects=5000))
-    trips, n = 1, len(res.objects)
-    while res.token:
-        res = pc.ContinueRetrievePropertiesEx(res.token)
-        n += len(res.objects)
-        trips += 1
-    view.Destroy()
-    return n, trips
+def collect(si: object) -> tuple[int, int]:
+    objs, trips = collect_inventory(si)
+    return len(objs), trips
 
 
 def start_subprocess(n_vms: int, state: Path) -> tuple[subprocess.Popen[bytes], dict]:

@@ -8,37 +8,14 @@ from pathlib import Path
 
 from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
-from pyVmomi import vim, vmodl
+from pyVmomi import vim
 
 from sandbox.vcsim.scenario import generate_scenario
-from sandbox.vcsim.testing import start_simulator
+from sandbox.vcsim.testing import INVENTORY_PATHS, collect_inventory, start_simulator
 
 from .conftest import connect
 
-PC = vmodl.query.PropertyCollector
-PATHS = ["name", "config.instanceUuid", "config.version", "runtime.powerState", "runtime.host",
-         "datastore", "config.hardware.device"]
-
-
-def collect_inventory(si):
-    """Full VM inventory via a container view; returns (objects, round trips)."""
-    content = si.RetrieveContent()
-    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine],
-                                                   True)
-    spec = PC.FilterSpec(
-        objectSet=[PC.ObjectSpec(obj=view, skip=True, selectSet=[
-            PC.TraversalSpec(name="v", type=vim.view.ContainerView, path="view", skip=False)])],
-        propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=PATHS)])
-    pc = content.propertyCollector
-    res = pc.RetrievePropertiesEx([spec], PC.RetrieveOptions(maxObjects=5000))
-    trips = 1
-    objs = list(res.objects)
-    while res.token:
-        res = pc.ContinueRetrievePropertiesEx(res.token)
-        objs.extend(res.objects)
-        trips += 1
-    view.Destroy()
-    return objs, trips
+PATHS = INVENTORY_PATHS
 
 
 def test_inventory_collection_few_round_trips(tmp_path: Path) -> None:
