@@ -1,7 +1,8 @@
-"""snapship's worker: the control task queue and the capped shipping task queue.
+"""snapship's worker: the control task queue and one capped shipping task queue per vCenter.
 
-The shipping queue's worker slots ARE the parallel cap (MGN: at most 50 VMs ship at once); VMs
-beyond it wait visibly as PENDING_SNAPSHOT_SHIPPING because their ship activity sits in the queue.
+A shipping queue's worker slots ARE that vCenter's parallel cap (MGN: at most 50 VMs ship at
+once); VMs beyond it wait visibly as PENDING_SNAPSHOT_SHIPPING because their ship activity sits in
+the queue. A vCenter added with `snapship vcenter add` gets its queue when the worker restarts.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from temporalio.worker import Worker
 from activities.deps import WorkerDeps
 from activities.discovery import DiscoveryActivities
 from activities.replication import ReplicationActivities
+from snapship import vcenters
 from snapship.codec import EncryptionCodec
 from snapship.codec_server import start_codec_server
 from snapship.config import MAX_SHIPPING_SLOTS, ClientConfig, ConfigError, default_data_dir
@@ -42,6 +44,14 @@ def shipping_slots(config: ClientConfig) -> int:
     return max(1, min(MAX_SHIPPING_SLOTS, config.replication.shipping_slots))
 
 
+def shipping_queues(config: ClientConfig) -> dict[str, int]:
+    """Shipping task queue -> worker slots, one per configured vCenter (its cap)."""
+    return {
+        vcenters.shipping_task_queue(config, vc): vcenters.shipping_slots(config, vc)
+        for vc in vcenters.all_vcenters(config)
+    }
+
+
 def build_workers(client: Client, config: ClientConfig, deps: WorkerDeps) -> list[Worker]:
     replication = ReplicationActivities(deps)
     discovery = DiscoveryActivities(deps)
@@ -56,15 +66,18 @@ def build_workers(client: Client, config: ClientConfig, deps: WorkerDeps) -> lis
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
-    shipping = Worker(
-        client,
-        task_queue=config.temporal.shipping_task_queue,
-        activities=[replication.ship],
-        max_concurrent_activities=shipping_slots(config),
-        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
-        default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
-    )
-    return [control, shipping]
+    shipping = [
+        Worker(
+            client,
+            task_queue=queue,
+            activities=[replication.ship],
+            max_concurrent_activities=slots,
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        )
+        for queue, slots in shipping_queues(config).items()
+    ]
+    return [control, *shipping]
 
 
 async def run_worker(config: ClientConfig, stop: asyncio.Event, metrics: bool = True) -> None:
@@ -83,10 +96,9 @@ async def run_worker(config: ClientConfig, stop: asyncio.Event, metrics: bool = 
     deps = WorkerDeps(config)
     workers = build_workers(client, config, deps)
     log.info(
-        "worker running: control=%s shipping=%s slots=%d codec=http://%s:%d",
+        "worker running: control=%s shipping=%s codec=http://%s:%d",
         config.temporal.control_task_queue,
-        config.temporal.shipping_task_queue,
-        shipping_slots(config),
+        ", ".join(f"{q} ({n} slots)" for q, n in shipping_queues(config).items()),
         codec_server.host,
         codec_server.port,
     )

@@ -12,13 +12,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from snapship.config import ClientConfig
+from temporalio.exceptions import ApplicationError
+
+from snapship.config import ClientConfig, VcenterSettings
 from snapship.ebs.client import AwsClients, AwsConnection, AwsCredentials, make_clients
 from snapship.secrets import SecretStore
 from snapship.telemetry.metrics import METRICS, SnapshipMetrics
+from snapship.vcenters import UnknownVcenter, find_vcenter, password_secret
 from snapship.vddk.binding import VixDiskLib
 from snapship.vddk.thumbprint import server_thumbprint
 from snapship.vsphere.session import VcenterSession
+
+
+class VcenterNotConfigured(ApplicationError):
+    """An activity names a vCenter this client no longer has (one line, never retried)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type="VcenterNotConfigured", non_retryable=True)
 
 
 class WorkerDeps:
@@ -32,12 +42,12 @@ class WorkerDeps:
         self.secrets = secrets or SecretStore(config.secrets_path)
         self.metrics = metrics or METRICS
         self._lock = threading.Lock()
-        self._session: VcenterSession | None = None
-        self._session_key: tuple[str, int, str, float] | None = None
+        self._sessions: dict[tuple[str, int], VcenterSession] = {}
+        self._session_keys: dict[tuple[str, int], tuple[str, int, str, str, float]] = {}
         self._aws: AwsClients | None = None
         self._aws_key: float | None = None
-        self._thumbprint: str | None = None
-        self._config_mtime: float | None = None
+        self._thumbprints: dict[tuple[str, int], str] = {}
+        self._config_version: tuple[int, int] | None = None
 
     def _secrets_mtime(self) -> float:
         try:
@@ -47,63 +57,82 @@ class WorkerDeps:
 
     # ------------------------------------------------------------------ vCenter
 
-    def _new_session(self) -> VcenterSession:
-        vc = self.config.vcenter
+    def _new_session(self, vc: VcenterSettings) -> VcenterSession:
         return VcenterSession(
             vc.host,
             vc.user,
-            self.secrets.require("vcenter_password"),
+            self.secrets.require(password_secret(self.config, vc)),
             port=vc.port,
             ca_path=vc.ca_path or None,
             disable_ssl_cert_validation=vc.disable_ssl_cert_validation,
         ).connect()
 
     def _refresh_vcenter_settings(self) -> None:
-        """Pick up `vcenter_configuration_update`: it rewrites the user in config.json and the
-        password in the secret store; the next session uses both."""
+        """Pick up `vcenter_configuration_update` and `snapship vcenter add|remove`: they
+        rewrite config.json (and the secret store); the next session uses what they wrote."""
         try:
-            mtime = Path(self.config.path).stat().st_mtime
+            st = Path(self.config.path).stat()
         except FileNotFoundError:
             return
-        if mtime != self._config_mtime:
-            self._config_mtime = mtime
-            self.config.vcenter = ClientConfig.load(Path(self.config.data_dir)).vcenter
+        # The inode as well: config.save() replaces the file, maybe within one mtime tick.
+        version = (st.st_ino, st.st_mtime_ns)
+        if version != self._config_version:
+            self._config_version = version
+            fresh = ClientConfig.load(Path(self.config.data_dir))
+            self.config.vcenter = fresh.vcenter
+            self.config.vcenters = fresh.vcenters
 
-    @contextmanager
-    def vcenter(self) -> Iterator[VcenterSession]:
-        """The worker's shared vCenter session (re-logins itself on expiry)."""
+    def vcenter_settings(self, vcenter_id: str = "") -> VcenterSettings:
+        """The settings of the vCenter an activity input names ("" = the first one).
+
+        An unknown vCenter (removed from the client while its VMs still had runs queued) is a
+        permanent fault: retrying cannot bring it back.
+        """
         with self._lock:
             self._refresh_vcenter_settings()
-        vc = self.config.vcenter
-        key = (vc.host, vc.port, vc.user, self._secrets_mtime())
+            try:
+                return find_vcenter(self.config, vcenter_id)
+            except UnknownVcenter as err:
+                raise VcenterNotConfigured(str(err)) from None
+
+    @contextmanager
+    def vcenter(self, vcenter_id: str = "") -> Iterator[VcenterSession]:
+        """The worker's shared session with that vCenter (re-logins itself on expiry)."""
+        vc = self.vcenter_settings(vcenter_id)
+        secret = password_secret(self.config, vc)
+        slot = (vc.host, vc.port)
+        key = (vc.host, vc.port, vc.user, secret, self._secrets_mtime())
         with self._lock:
-            if self._session is None or self._session_key != key:
-                old = self._session
-                self._session = self._new_session()
-                self._session_key = key
+            session = self._sessions.get(slot)
+            if session is None or self._session_keys.get(slot) != key:
+                old = session
+                session = self._new_session(vc)
+                self._sessions[slot] = session
+                self._session_keys[slot] = key
                 if old is not None:
                     try:
                         old.close()
                     except Exception:
                         pass
-            session = self._session
         yield session
 
-    def vcenter_thumbprint(self) -> str:
+    def vcenter_thumbprint(self, vcenter_id: str = "") -> str:
         """SHA-1 thumbprint VDDK pins, taken from the verified TLS handshake."""
+        vc = self.vcenter_settings(vcenter_id)
         with self._lock:
-            if self._thumbprint is None:
-                vc = self.config.vcenter
-                self._thumbprint = server_thumbprint(
+            slot = (vc.host, vc.port)
+            if slot not in self._thumbprints:
+                self._thumbprints[slot] = server_thumbprint(
                     vc.host,
                     vc.port,
                     ca_path=vc.ca_path or None,
                     verify=not vc.disable_ssl_cert_validation,
                 )
-            return self._thumbprint
+            return self._thumbprints[slot]
 
-    def vcenter_password(self) -> str:
-        return self.secrets.require("vcenter_password").reveal()
+    def vcenter_password(self, vcenter_id: str = "") -> str:
+        vc = self.vcenter_settings(vcenter_id)
+        return self.secrets.require(password_secret(self.config, vc)).reveal()
 
     # ------------------------------------------------------------------ AWS and VDDK
 

@@ -24,10 +24,11 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError
 
 from snapship import search_attributes as sa
-from snapship.config import ClientConfig, source_server_id
+from snapship.config import ClientConfig, VcenterSettings, source_server_id
 from snapship.discovery import DiscoveryScan, scan_vcenter, vanished_server
 from snapship.messages import DiscoveredServer, SourceServerInput, SourceServerStatus
 from snapship.states import DataReplicationState, LifeCycleState, ReplicationType
+from snapship.vcenters import display_name, shipping_task_queue
 from workflows.discovery import DISCOVER_ACTIVITY, DiscoveryRequest, DiscoveryResult
 
 SOURCE_SERVER_WORKFLOW = "SourceServerWorkflow"
@@ -39,41 +40,49 @@ HEARTBEAT_EVERY_S = 10.0
 T = TypeVar("T")
 
 
-def initial_search_attributes(cfg: ClientConfig, vm_name: str) -> TypedSearchAttributes:
+def initial_search_attributes(
+    cfg: ClientConfig, vm_name: str, vc: VcenterSettings | None = None
+) -> TypedSearchAttributes:
     """What a new source-server workflow is listed with before its first status change."""
+    vc = vc or cfg.vcenter
     return TypedSearchAttributes(
         [
             SearchAttributePair(sa.LIFECYCLE_STATE, LifeCycleState.DISCOVERED.value),
             SearchAttributePair(sa.DATA_REPLICATION_STATE, DataReplicationState.STOPPED.value),
             SearchAttributePair(sa.REPLICATION_TYPE, ReplicationType.SNAPSHOT_SHIPPING.value),
             SearchAttributePair(sa.VM_NAME, vm_name),
-            SearchAttributePair(sa.VCENTER_HOST, cfg.vcenter.host),
+            SearchAttributePair(sa.VCENTER_HOST, vc.host),
         ]
     )
 
 
 async def signal_with_start(
-    client: Client, cfg: ClientConfig, vcenter_uuid: str, server: DiscoveredServer
+    client: Client,
+    cfg: ClientConfig,
+    vcenter_uuid: str,
+    server: DiscoveredServer,
+    vc: VcenterSettings | None = None,
 ) -> str:
     """Create the VM's workflow if needed and hand it the latest facts; returns the id."""
+    vc = vc or cfg.vcenter
     vm_uuid = server.facts.instance_uuid
     workflow_id = source_server_id(vcenter_uuid, vm_uuid)
     await client.start_workflow(
         SOURCE_SERVER_WORKFLOW,
         SourceServerInput(
             source_server_id=workflow_id,
-            vcenter_host=cfg.vcenter.host,
+            vcenter_host=vc.host,
             vcenter_uuid=vcenter_uuid,
             vm_instance_uuid=vm_uuid,
             vm_name=server.facts.name,
-            shipping_task_queue=cfg.temporal.shipping_task_queue,
+            shipping_task_queue=shipping_task_queue(cfg, vc),
         ),
         id=workflow_id,
         task_queue=cfg.temporal.control_task_queue,
         start_signal=DISCOVERED_SIGNAL,
         start_signal_args=[server],
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=initial_search_attributes(cfg, server.facts.name),
+        search_attributes=initial_search_attributes(cfg, server.facts.name, vc),
     )
     return workflow_id
 
@@ -90,6 +99,7 @@ async def upsert_servers(
     batch_size: int = 200,
     concurrency: int = UPSERT_CONCURRENCY,
     on_batch: Callable[[int, int], None] | None = None,
+    vc: VcenterSettings | None = None,
 ) -> tuple[int, int, list[str]]:
     """Signal-with-start every scanned server. Returns (upserted, batches, failures)."""
     gate = asyncio.Semaphore(max(1, concurrency))
@@ -100,7 +110,7 @@ async def upsert_servers(
     async def one(server: DiscoveredServer) -> bool:
         async with gate:
             try:
-                await signal_with_start(client, cfg, scan.vcenter_uuid, server)
+                await signal_with_start(client, cfg, scan.vcenter_uuid, server, vc)
                 return True
             except Exception as exc:
                 if len(failures) < MAX_REPORTED_FAILURES:
@@ -115,12 +125,15 @@ async def upsert_servers(
     return upserted, len(batches), failures
 
 
-async def known_servers(client: Client, cfg: ClientConfig, vcenter_uuid: str) -> dict[str, str]:
+async def known_servers(
+    client: Client, cfg: ClientConfig, vcenter_uuid: str, vc: VcenterSettings | None = None
+) -> dict[str, str]:
     """Running source-server workflows of this vCenter: workflow id -> VM name."""
+    vc = vc or cfg.vcenter
     prefix = source_server_id(vcenter_uuid, "")
     query = (
         f'WorkflowType="{SOURCE_SERVER_WORKFLOW}" AND ExecutionStatus="Running" '
-        f'AND {sa.VCENTER_HOST.name}="{cfg.vcenter.host}"'
+        f'AND {sa.VCENTER_HOST.name}="{vc.host}"'
     )
     found: dict[str, str] = {}
     async for execution in client.list_workflows(query):
@@ -132,11 +145,11 @@ async def known_servers(client: Client, cfg: ClientConfig, vcenter_uuid: str) ->
 
 
 async def mark_vanished(
-    client: Client, cfg: ClientConfig, scan: DiscoveryScan
+    client: Client, cfg: ClientConfig, scan: DiscoveryScan, vc: VcenterSettings | None = None
 ) -> tuple[int, list[str]]:
     """Tell servers whose VM is gone; skip those already marked. Returns (count, failures)."""
     current = set(scan.ids())
-    known = await known_servers(client, cfg, scan.vcenter_uuid)
+    known = await known_servers(client, cfg, scan.vcenter_uuid, vc)
     count = 0
     failures: list[str] = []
     for workflow_id, name in sorted(known.items()):
@@ -191,6 +204,19 @@ def _non_retryable(exc: BaseException) -> bool:
     )
 
 
+def check_same_vcenter(vc: VcenterSettings, answered_uuid: str) -> None:
+    """Refuse to discover a vCenter other than the one configured at that address (a DNS name
+    moved, a vCenter rebuilt): its VMs would get workflows no activity can route back."""
+    if vc.instance_uuid and answered_uuid.lower() != vc.instance_uuid.lower():
+        raise ApplicationError(
+            f"vCenter {display_name(vc)} now answers with instanceUuid {answered_uuid}, not "
+            f"{vc.instance_uuid} it was added with; remove it and add it again "
+            "(snapship vcenter remove / add) if it really is a different vCenter now",
+            type="VcenterIdentityChanged",
+            non_retryable=True,
+        )
+
+
 class DiscoveryActivities:
     """Activities of discovery; `deps` is the worker's WorkerDeps (config, secrets, vcenter())."""
 
@@ -200,9 +226,9 @@ class DiscoveryActivities:
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
         return [self.discover_source_servers]
 
-    def _scan(self) -> DiscoveryScan:
+    def _scan(self, vcenter_id: str) -> DiscoveryScan:
         cfg: ClientConfig = self.deps.config
-        with self.deps.vcenter() as session:
+        with self.deps.vcenter(vcenter_id) as session:
             return scan_vcenter(session, cfg.client_vm_uuid, cfg.source_server_tags)
 
     @activity.defn(name=DISCOVER_ACTIVITY)
@@ -210,13 +236,15 @@ class DiscoveryActivities:
         cfg: ClientConfig = self.deps.config
         started = time.monotonic()
         progress: dict[str, Any] = {"step": "inventory"}
+        vc = self.deps.vcenter_settings(request.vcenter_id)
         try:
             async with _heartbeating(lambda: dict(progress)):
-                scan = await asyncio.to_thread(self._scan)
+                scan = await asyncio.to_thread(self._scan, request.vcenter_id)
         except Exception as exc:
             if _non_retryable(exc):
                 raise ApplicationError(str(exc), non_retryable=True) from None
             raise
+        check_same_vcenter(vc, scan.vcenter_uuid)
         activity.logger.info(
             "discovery read %d VMs in %.1fs (%d round trips)",
             scan.vms_seen, scan.inventory_seconds, scan.round_trips,
@@ -228,15 +256,15 @@ class DiscoveryActivities:
             activity.heartbeat(dict(progress))
 
         upserted, batches, failures = await upsert_servers(
-            client, cfg, scan, batch_size=request.batch_size, on_batch=on_batch
+            client, cfg, scan, batch_size=request.batch_size, on_batch=on_batch, vc=vc
         )
-        vanished, vanish_failures = await mark_vanished(client, cfg, scan)
+        vanished, vanish_failures = await mark_vanished(client, cfg, scan, vc)
         failures = (failures + vanish_failures)[:MAX_REPORTED_FAILURES]
         if scan.servers and upserted == 0:
             # Nothing got through (Temporal unreachable?): let Temporal retry the whole pass.
             raise ApplicationError("No source server could be created or updated: " + failures[0])
         return DiscoveryResult(
-            vcenter_host=cfg.vcenter.host,
+            vcenter_host=vc.host,
             vcenter_uuid=scan.vcenter_uuid,
             vms_seen=scan.vms_seen,
             templates_skipped=scan.templates_skipped,

@@ -50,6 +50,7 @@ from snapship.messages import (
 from snapship.shipping import ShipCheckpoint, Shipper, VddkEndpoint
 from snapship.telemetry.logs import log_context
 from snapship.telemetry.metrics import shipping_slot
+from snapship.vcenters import all_vcenters, shipping_slots
 from snapship.vsphere import location as vlocation
 from snapship.vsphere import snapshots as vsnap
 from snapship.vsphere.cbt import ensure_cbt_active
@@ -89,7 +90,10 @@ class ReplicationActivities:
     def __init__(self, deps: WorkerDeps) -> None:
         self.deps = deps
         self._ship_pool = ThreadPoolExecutor(
-            max_workers=max(4, deps.config.replication.shipping_slots),
+            max_workers=max(
+                4,
+                sum(shipping_slots(deps.config, vc) for vc in all_vcenters(deps.config)),
+            ),
             thread_name_prefix="ship",
         )
 
@@ -110,7 +114,7 @@ class ReplicationActivities:
 
     def _find_vm(self, inp: PreflightInput) -> tuple[str, dict[str, Any]]:
         """The VM by its discovered moref, checked against its instance UUID; else a search."""
-        with self.deps.vcenter() as session:
+        with self.deps.vcenter(inp.vcenter_id) as session:
             if inp.vm_moref:
                 try:
                     props = retrieve_object(session, vim.VirtualMachine, inp.vm_moref, VM_PATHS)
@@ -133,7 +137,7 @@ class ReplicationActivities:
     def preflight(self, inp: PreflightInput) -> PreflightResult:
         with log_context(source_server=inp.source_server_id, run_id=inp.run_id):
             moref, props = self._find_vm(inp)
-            with self.deps.vcenter() as session:
+            with self.deps.vcenter(inp.vcenter_id) as session:
                 # Our own leftovers (a crashed run) go first: they are not "foreign snapshots".
                 removed = vsnap.remove_own_leftovers(session, moref, inp.source_server_id)
                 if removed:
@@ -176,14 +180,14 @@ class ReplicationActivities:
     def ensure_cbt(self, inp: EnsureCbtInput) -> EnsureCbtResult:
         """CBT on and tracking: a running VM only starts tracking after a stun, which a short
         activation snapshot provides (removed at once)."""
-        with self.deps.vcenter() as session:
+        with self.deps.vcenter(inp.vcenter_id) as session:
             status = ensure_cbt_active(session, inp.vm_moref, inp.source_server_id)
         return EnsureCbtResult(changed=status.enabled_now)
 
     @activity.defn(name="snapship.create_snapshot")
     def create_snapshot(self, inp: CreateSnapshotInput) -> SnapshotInfo:
         with log_context(source_server=inp.source_server_id, run_id=inp.run_id):
-            with self.deps.vcenter() as session:
+            with self.deps.vcenter(inp.vcenter_id) as session:
                 # A retry of this activity may find the snapshot an earlier attempt created.
                 name = vsnap.snapshot_name(inp.source_server_id, inp.run_id)
                 for ref in vsnap.list_snapshots(session, inp.vm_moref):
@@ -220,7 +224,7 @@ class ReplicationActivities:
 
     @activity.defn(name="snapship.location_check")
     def location_check(self, inp: LocationCheckInput) -> LocationCheckResult:
-        with self.deps.vcenter() as session:
+        with self.deps.vcenter(inp.vcenter_id) as session:
             after = vlocation.record_location(session, inp.vm_moref)
         before = _from_message_location(inp.vm_moref, inp.before)
         change = vlocation.compare_locations(before, after)
@@ -241,7 +245,7 @@ class ReplicationActivities:
 
     @activity.defn(name="snapship.remove_snapshot")
     def remove_snapshot(self, inp: RemoveSnapshotInput) -> None:
-        with self.deps.vcenter() as session:
+        with self.deps.vcenter(inp.vcenter_id) as session:
             vsnap.remove_snapshot(session, inp.snapshot_moref)
 
     # ------------------------------------------------------------------ EBS steps
@@ -290,14 +294,15 @@ class ReplicationActivities:
         deps = self.deps
         cfg = deps.config
         loop = asyncio.get_running_loop()
+        vc = deps.vcenter_settings(inp.vcenter_id)
         endpoint = await loop.run_in_executor(
             self._ship_pool,
             lambda: VddkEndpoint(
-                server=cfg.vcenter.host,
-                port=cfg.vcenter.port,
-                thumbprint=deps.vcenter_thumbprint(),
-                username=cfg.vcenter.user,
-                password=deps.vcenter_password(),
+                server=vc.host,
+                port=vc.port,
+                thumbprint=deps.vcenter_thumbprint(inp.vcenter_id),
+                username=vc.user,
+                password=deps.vcenter_password(inp.vcenter_id),
                 transport_modes=cfg.replication.vddk_transport_modes,
             ),
         )
@@ -312,7 +317,7 @@ class ReplicationActivities:
             loop.call_soon_threadsafe(ctx.run, activity.heartbeat, cp.to_dict())
 
         def run() -> ShipResult:
-            with deps.vcenter() as session, log_context(
+            with deps.vcenter(inp.vcenter_id) as session, log_context(
                 source_server=inp.source_server_id, run_id=inp.run_id
             ):
                 shipper = Shipper(

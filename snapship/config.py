@@ -42,6 +42,14 @@ def default_shipping_slots(cpus: int | None = None, memory_bytes: int | None = N
 
 @dataclass
 class VcenterSettings:
+    """One vCenter the client replicates from.
+
+    The first (`ClientConfig.vcenter`, written by `snapship install`) uses the secret
+    `vcenter_password`, the client's shipping queue and discovery schedule; every further one
+    (`ClientConfig.vcenters`, added by `snapship vcenter add`) has its own secret, queue, cap and
+    schedule, all derived in `snapship.vcenters`. Zero means "the client's default".
+    """
+
     host: str = ""
     port: int = 443
     user: str = ""
@@ -49,6 +57,10 @@ class VcenterSettings:
     disable_ssl_cert_validation: bool = False
     instance_uuid: str = ""
     version: str = ""
+    name: str = ""
+    password_secret: str = ""
+    shipping_slots: int = 0
+    discovery_interval_seconds: int = 0
 
 
 @dataclass
@@ -94,6 +106,7 @@ class ClientConfig:
     client_id: str = ""
     data_dir: str = ""
     vcenter: VcenterSettings = field(default_factory=VcenterSettings)
+    vcenters: list[VcenterSettings] = field(default_factory=list)
     aws: AwsSettings = field(default_factory=AwsSettings)
     temporal: TemporalSettings = field(default_factory=TemporalSettings)
     replication: ReplicationDefaults = field(default_factory=ReplicationDefaults)
@@ -136,6 +149,7 @@ class ClientConfig:
             client_id=raw.get("client_id", ""),
             data_dir=str(base),
             vcenter=VcenterSettings(**raw.get("vcenter", {})),
+            vcenters=[VcenterSettings(**v) for v in raw.get("vcenters", [])],
             aws=AwsSettings(**raw.get("aws", {})),
             temporal=TemporalSettings(**raw.get("temporal", {})),
             replication=ReplicationDefaults(**raw.get("replication", {})),

@@ -3,6 +3,10 @@
 Workflows import this module, so it is pure data: no I/O, no pyvmomi, no boto3. Every field is
 JSON-friendly so the `temporal` CLI can send the same Updates and Signals as `snapship`.
 Credentials never appear here: activities load them from the worker's secret store.
+
+Every input of an activity that talks to vCenter or VDDK carries `vcenter_id` (the vCenter's
+instanceUuid, `snapship.vcenters`); "" means the client's first vCenter, so histories and callers
+from before several vCenters existed keep working.
 """
 
 from __future__ import annotations
@@ -218,6 +222,7 @@ class PreflightInput:
     vm_instance_uuid: str
     run_id: str
     vm_moref: str = ""
+    vcenter_id: str = ""
 
 
 @dataclass
@@ -251,6 +256,7 @@ class PreflightResult:
 class EnsureCbtInput:
     vm_moref: str
     source_server_id: str = ""
+    vcenter_id: str = ""
 
 
 @dataclass
@@ -263,6 +269,7 @@ class CreateSnapshotInput:
     source_server_id: str
     vm_moref: str
     run_id: str
+    vcenter_id: str = ""
 
 
 @dataclass
@@ -297,6 +304,7 @@ class ShipInput:
     point_in_time: str
     disks: list[DiskShipPlan]
     location: VmLocation | None = None
+    vcenter_id: str = ""
 
 
 @dataclass
@@ -323,6 +331,7 @@ class ShipResult:
 class LocationCheckInput:
     vm_moref: str
     before: VmLocation
+    vcenter_id: str = ""
 
 
 @dataclass
@@ -356,6 +365,7 @@ class DiscardInput:
 class RemoveSnapshotInput:
     vm_moref: str
     snapshot_moref: str
+    vcenter_id: str = ""
 
 
 @dataclass

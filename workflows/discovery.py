@@ -30,6 +30,7 @@ class DiscoveryRequest:
 
     reason: str = "schedule"
     batch_size: int = DEFAULT_BATCH_SIZE
+    vcenter_id: str = ""  # which vCenter to read (its instanceUuid); "" = the first
 
 
 @dataclass

@@ -243,6 +243,7 @@ class SourceServerWorkflow:
                 self._inp.vm_instance_uuid,
                 run_id,
                 self._discovered.facts.moref if self._discovered else "",
+                vcenter_id=self._inp.vcenter_uuid,
             ),
             result_type=PreflightResult,
             start_to_close_timeout=timedelta(minutes=10),
@@ -254,7 +255,7 @@ class SourceServerWorkflow:
             )
         cbt: EnsureCbtResult = await workflow.execute_activity(
             "snapship.ensure_cbt",
-            EnsureCbtInput(pre.vm_moref, sid),
+            EnsureCbtInput(pre.vm_moref, sid, vcenter_id=self._inp.vcenter_uuid),
             result_type=EnsureCbtResult,
             start_to_close_timeout=timedelta(minutes=10),
             retry_policy=VCENTER_RETRY,
@@ -269,7 +270,9 @@ class SourceServerWorkflow:
         try:
             snapshot = await workflow.execute_activity(
                 "snapship.create_snapshot",
-                CreateSnapshotInput(sid, pre.vm_moref, f"{run_id}-a{attempt}"),
+                CreateSnapshotInput(
+                    sid, pre.vm_moref, f"{run_id}-a{attempt}", vcenter_id=self._inp.vcenter_uuid
+                ),
                 result_type=SnapshotInfo,
                 start_to_close_timeout=timedelta(minutes=30),
                 retry_policy=VCENTER_RETRY,
@@ -296,11 +299,12 @@ class SourceServerWorkflow:
                     point_in_time=snapshot.created_at,
                     disks=plans,
                     location=pre.location,
+                    vcenter_id=self._inp.vcenter_uuid,
                 )
             )
             moved: LocationCheckResult = await workflow.execute_activity(
                 "snapship.location_check",
-                LocationCheckInput(pre.vm_moref, pre.location),
+                LocationCheckInput(pre.vm_moref, pre.location, vcenter_id=self._inp.vcenter_uuid),
                 result_type=LocationCheckResult,
                 start_to_close_timeout=timedelta(minutes=10),
                 retry_policy=VCENTER_RETRY,
@@ -436,7 +440,7 @@ class SourceServerWorkflow:
         on the VM. A cancellation that arrives meanwhile is re-raised once the removal is done."""
         removal = workflow.start_activity(
             "snapship.remove_snapshot",
-            RemoveSnapshotInput(vm_moref, snapshot_moref),
+            RemoveSnapshotInput(vm_moref, snapshot_moref, vcenter_id=self._inp.vcenter_uuid),
             start_to_close_timeout=timedelta(hours=1),
             retry_policy=CLEANUP_RETRY,
         )

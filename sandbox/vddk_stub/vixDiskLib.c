@@ -2,7 +2,8 @@
  * snapship sandbox: a stub libvixDiskLib (VDDK 7.0.3 ABI) that serves the vSphere simulator's
  * disks (docs/DESIGN.md, "Sandbox disk format").
  *
- * State directory: getenv("SNAPSHIP_STUB_VDDK_STATE"), read at call time.
+ * State directory: getenv("SNAPSHIP_STUB_VDDK_STATE"), read at call time; a ':'-separated list
+ * serves several simulators (ConnectEx picks the one whose endpoint names host and port).
  *   vddk/endpoint                    "host port thumbprint"  (checked by ConnectEx)
  *   vddk/users                       "user<TAB>password" lines
  *   vddk/snapshots/<vm>/<snapshot>   datastore paths openable for that snapshot
@@ -364,24 +365,73 @@ static int pick_mode(const char *modes, char *out, size_t outlen)
    return -1;
 }
 
-static VixError check_endpoint(const char *state, const VixDiskLibConnectParams *p)
+/* "host port thumbprint" of the simulator a state directory belongs to; 0 when readable. */
+static int read_endpoint(const char *state, char *host, size_t hostlen, unsigned *port,
+                         char *thumb, size_t thumblen)
 {
    char path[PATH_MAX + 32], *text;
    snprintf(path, sizeof path, "%s/vddk/endpoint", state);
    if (read_file(path, &text, NULL) < 0)
-      return VIX_E_HOST_SERVER_NOT_FOUND;
-   char host[256] = "", thumb[256] = "";
-   unsigned port = 0;
-   int n = sscanf(text, "%255s %u %255s", host, &port, thumb);
+      return -1;
+   char h[256] = "", t[256] = "";
+   unsigned pt = 0;
+   int n = sscanf(text, "%255s %u %255s", h, &pt, t);
    free(text);
    if (n != 3)
+      return -1;
+   snprintf(host, hostlen, "%s", h);
+   snprintf(thumb, thumblen, "%s", t);
+   *port = pt;
+   return 0;
+}
+
+static unsigned wanted_port(const VixDiskLibConnectParams *p)
+{
+   return p->port ? p->port : 443;
+}
+
+static VixError check_endpoint(const char *state, const VixDiskLibConnectParams *p)
+{
+   char host[256], thumb[256];
+   unsigned port = 0;
+   if (read_endpoint(state, host, sizeof host, &port, thumb, sizeof thumb) < 0)
       return VIX_E_HOST_SERVER_NOT_FOUND;
-   unsigned want_port = p->port ? p->port : 443;
-   if (!p->serverName || strcmp(p->serverName, host) || want_port != port)
+   if (!p->serverName || strcmp(p->serverName, host) || wanted_port(p) != port)
       return VIX_E_HOST_NETWORK_CONN_REFUSED;
    if (!p->thumbPrint || strcasecmp(p->thumbPrint, thumb))
       return VIX_E_NET_HTTP_SSL_SECURITY;
    return VIX_OK;
+}
+
+/* The state directory serving a connection. SNAPSHIP_STUB_VDDK_STATE holds one directory or a
+ * ':'-separated list (one per simulator, like PATH), because one process may read from several
+ * vCenters: the directory whose vddk/endpoint names the connection's host and port serves it.
+ * None matching -> the first, whose endpoint check then refuses the connection as before. */
+static int pick_state(const VixDiskLibConnectParams *p, char *out, size_t outlen)
+{
+   const char *cur = state_dir();
+   int found = 0;
+   while (cur) {
+      const char *colon = strchr(cur, ':');
+      size_t n = colon ? (size_t)(colon - cur) : strlen(cur);
+      if (n && n < outlen && n < PATH_MAX) {
+         char cand[PATH_MAX], host[256], thumb[256];
+         unsigned port = 0;
+         memcpy(cand, cur, n);
+         cand[n] = '\0';
+         if (!found) {
+            snprintf(out, outlen, "%s", cand);
+            found = 1;
+         }
+         if (read_endpoint(cand, host, sizeof host, &port, thumb, sizeof thumb) == 0 &&
+             p->serverName && !strcmp(p->serverName, host) && wanted_port(p) == port) {
+            snprintf(out, outlen, "%s", cand);
+            return 0;
+         }
+      }
+      cur = colon ? colon + 1 : NULL;
+   }
+   return found ? 0 : -1;
 }
 
 static VixError check_user(const char *state, const VixDiskLibConnectParams *p)
@@ -425,8 +475,8 @@ VixError VixDiskLib_ConnectEx(const VixDiskLibConnectParams *params, Bool readOn
    if (!params || !connection)
       return VIX_E_INVALID_ARG;
    *connection = NULL;
-   const char *state = state_dir();
-   if (!state)
+   char state[PATH_MAX];
+   if (pick_state(params, state, sizeof state) < 0)
       return VIX_E_HOST_SERVER_NOT_FOUND;
    VixError err = check_endpoint(state, params);
    if (err)

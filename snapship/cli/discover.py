@@ -1,7 +1,9 @@
 """`snapship discover`: run discovery now (and keep its schedule in place).
 
-Decision: the periodic discovery is a Temporal Schedule ("snapship-discovery", every
-`replication.discovery_interval_seconds`, overlapping runs skipped). `snapship discover` creates
+Decision: the periodic discovery is a Temporal Schedule per vCenter ("snapship-discovery" for the
+first, "snapship-discovery-<vcenter id>" for each added one, every
+`replication.discovery_interval_seconds` unless the vCenter sets its own, overlapping runs
+skipped). `snapship discover` creates
 or updates it and then runs one pass immediately and waits for its counts; `--schedule`
 (alias `--schedule-only`) just ensures the schedule. Install does not touch Temporal (it may
 not be running yet), so the first `snapship discover` after install is what starts periodic
@@ -28,40 +30,56 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy
 
-from snapship.config import ClientConfig
+from snapship.config import ClientConfig, VcenterSettings
+from snapship.vcenters import (
+    discovery_interval_seconds,
+    discovery_schedule_id,
+    display_name,
+    is_first,
+    vcenter_id,
+)
 from workflows.discovery import (
     DISCOVERY_MANUAL_ID,
-    DISCOVERY_SCHEDULE_ID,
     DISCOVERY_WORKFLOW,
     DiscoveryRequest,
     DiscoveryResult,
 )
 
 
-def discovery_schedule(cfg: ClientConfig) -> Schedule:
-    interval = max(60, int(cfg.replication.discovery_interval_seconds))
+def discovery_schedule(cfg: ClientConfig, vc: VcenterSettings | None = None) -> Schedule:
+    vc = vc or cfg.vcenter
+    interval = max(60, discovery_interval_seconds(cfg, vc))
     return Schedule(
         action=ScheduleActionStartWorkflow(
             DISCOVERY_WORKFLOW,
-            DiscoveryRequest(reason="schedule"),
-            id=f"{DISCOVERY_SCHEDULE_ID}-run",
+            DiscoveryRequest(reason="schedule", vcenter_id=_request_id(cfg, vc)),
+            id=f"{discovery_schedule_id(cfg, vc)}-run",
             task_queue=cfg.temporal.control_task_queue,
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=interval))]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-        state=ScheduleState(note=f"snapship discovery of vCenter {cfg.vcenter.host}"),
+        state=ScheduleState(note=f"snapship discovery of vCenter {display_name(vc)}"),
     )
 
 
-async def ensure_discovery_schedule(client: Client, cfg: ClientConfig) -> str:
+def _request_id(cfg: ClientConfig, vc: VcenterSettings) -> str:
+    """The first vCenter's passes keep naming no vCenter, as they always did."""
+    return "" if is_first(cfg, vc) else vcenter_id(vc)
+
+
+async def ensure_discovery_schedule(
+    client: Client, cfg: ClientConfig, vc: VcenterSettings | None = None
+) -> str:
     """Create the discovery schedule, or bring an existing one up to date. Returns what it did."""
-    schedule = discovery_schedule(cfg)
+    vc = vc or cfg.vcenter
+    schedule = discovery_schedule(cfg, vc)
+    schedule_id = discovery_schedule_id(cfg, vc)
     try:
-        await client.create_schedule(DISCOVERY_SCHEDULE_ID, schedule)
+        await client.create_schedule(schedule_id, schedule)
         return "created"
     except ScheduleAlreadyRunningError:
         pass
-    handle = client.get_schedule_handle(DISCOVERY_SCHEDULE_ID)
+    handle = client.get_schedule_handle(schedule_id)
 
     def updater(_: ScheduleUpdateInput) -> ScheduleUpdate:
         return ScheduleUpdate(schedule=schedule)
@@ -71,13 +89,19 @@ async def ensure_discovery_schedule(client: Client, cfg: ClientConfig) -> str:
 
 
 async def run_discovery(
-    client: Client, cfg: ClientConfig, wait: bool = True, batch_size: int = 200
+    client: Client,
+    cfg: ClientConfig,
+    wait: bool = True,
+    batch_size: int = 200,
+    vc: VcenterSettings | None = None,
 ) -> DiscoveryResult | None:
     """Start one pass now (joining one already running) and, by default, wait for its counts."""
+    vc = vc or cfg.vcenter
+    request_id = _request_id(cfg, vc)
     handle = await client.start_workflow(
         DISCOVERY_WORKFLOW,
-        DiscoveryRequest(reason="manual", batch_size=batch_size),
-        id=DISCOVERY_MANUAL_ID,
+        DiscoveryRequest(reason="manual", batch_size=batch_size, vcenter_id=request_id),
+        id=f"{DISCOVERY_MANUAL_ID}-{request_id}" if request_id else DISCOVERY_MANUAL_ID,
         task_queue=cfg.temporal.control_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         result_type=DiscoveryResult,

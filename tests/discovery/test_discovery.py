@@ -25,9 +25,10 @@ from temporalio.worker import Worker
 
 from activities.discovery import DiscoveryActivities
 from snapship.cli.discover import ensure_discovery_schedule, run_discovery
-from snapship.config import ClientConfig, source_server_id
+from snapship.config import ClientConfig, VcenterSettings, source_server_id
 from snapship.discovery import scan_vcenter
 from snapship.messages import SourceServerStatus
+from snapship.vcenters import find_vcenter
 from snapship.vsphere.session import VcenterSession
 from workflows.discovery import DISCOVERY_SCHEDULE_ID, DiscoveryWorkflow
 from workflows.source_server import SourceServerWorkflow
@@ -82,9 +83,12 @@ class Deps:
         self.config = cfg
         self._password = password
 
+    def vcenter_settings(self, vcenter_id: str = "") -> VcenterSettings:
+        return find_vcenter(self.config, vcenter_id)
+
     @contextmanager
-    def vcenter(self) -> Iterator[VcenterSession]:
-        v = self.config.vcenter
+    def vcenter(self, vcenter_id: str = "") -> Iterator[VcenterSession]:
+        v = self.vcenter_settings(vcenter_id)
         with VcenterSession(v.host, v.user, self._password, port=v.port,
                             ca_path=v.ca_path) as session:
             yield session
