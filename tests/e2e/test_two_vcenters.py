@@ -1,0 +1,169 @@
+"""Two vCenters (two simulators) in one deployment: both discovered, both replicate, each under
+its own cap, every replica byte-identical to its VMware snapshot.
+
+One worker, one local AWS, one Temporal; the second vCenter has its own user, password, CA,
+state directory (the stub VDDK serves both through a ':'-list) and a cap different from the
+first's, so a cap shared between them, or one vCenter's credentials used for the other, fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+import activities.replication as replication
+from sandbox.aws.testing import start_local_aws
+from sandbox.vcsim.testing import SimulatorHandle, start_simulator
+from snapship import vcenters
+from snapship.cli.discover import run_discovery
+from snapship.config import VcenterSettings, source_server_id
+from snapship.messages import ShipInput, StartReplicationRequest
+from snapship.runtime import connect_client
+from snapship.secrets import SecretStore
+from tests.e2e.harness import Sandbox, make_config, runs_ok, scenario, wait_status
+from worker import run_worker
+from workflows.source_server import SourceServerWorkflow
+
+SECOND_USER = "svc-snapship@berlin.local"
+SECOND_PASSWORD = "Berlin-vc-Secret-5521"
+CAP_FIRST, CAP_SECOND = 1, 2
+VMS_FIRST = ["a-web-1", "a-web-2", "a-db-1"]
+VMS_SECOND = ["b-app-1", "b-app-2", "b-app-3", "b-app-4"]
+
+
+class PerVcenterProbe:
+    """Copies in flight at once, per vCenter endpoint port (the VDDK server they read from)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now: dict[int, int] = {}
+        self.peak: dict[int, int] = {}
+        self.peak_total = 0
+        self.ids: dict[int, set[str]] = {}
+
+    @contextmanager
+    def shipping(self, port: int, vcenter_id: str) -> Iterator[None]:
+        with self.lock:
+            self.now[port] = self.now.get(port, 0) + 1
+            self.peak[port] = max(self.peak.get(port, 0), self.now[port])
+            self.peak_total = max(self.peak_total, sum(self.now.values()))
+            self.ids.setdefault(port, set()).add(vcenter_id)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.now[port] -= 1
+
+
+def second_scenario(vms: list[str]) -> dict[str, Any]:
+    sc = scenario([{"name": n, "disks": [{"capacity_kb": 1024}]} for n in vms])
+    sc["users"] = [{"name": SECOND_USER, "password": SECOND_PASSWORD,
+                    "permissions": [{"entity": "/", "role": "Admin"}]}]
+    return sc
+
+
+def add_second(config: Any, sim: SimulatorHandle) -> VcenterSettings:
+    uuid = sim.simulator.instance_uuid.lower()
+    vc = VcenterSettings(
+        host=sim.host, port=sim.port, user=SECOND_USER, ca_path=str(sim.ca_path),
+        instance_uuid=uuid, version="8.0", name="berlin",
+        password_secret=vcenters.password_secret_name(uuid), shipping_slots=CAP_SECOND,
+    )
+    config.vcenters.append(vc)
+    config.save()
+    SecretStore(config.secrets_path).set(vc.password_secret, SECOND_PASSWORD)
+    return vc
+
+
+async def test_two_vcenters_discovered_replicated_each_under_its_own_cap(
+    tmp_path: Path, temporal_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = PerVcenterProbe()
+    real_shipper = replication.Shipper
+
+    class ProbedShipper(real_shipper):  # type: ignore[misc, valid-type]
+        def ship(self, inp: ShipInput, resume: Any = None) -> Any:
+            with probe.shipping(self.endpoint.port, inp.vcenter_id):
+                return super().ship(inp, resume)
+
+    monkeypatch.setattr(replication, "Shipper", ProbedShipper)
+    sim_a = start_simulator(
+        scenario([{"name": n, "disks": [{"capacity_kb": 1024}]} for n in VMS_FIRST]),
+        tmp_path / "vcenter-a",
+    )
+    sim_b = start_simulator(second_scenario(VMS_SECOND), tmp_path / "vcenter-b")
+    aws = start_local_aws(tmp_path / "aws")
+    monkeypatch.setenv("SNAPSHIP_STUB_VDDK_STATE", f"{sim_a.state_dir}:{sim_b.state_dir}")
+    stop = asyncio.Event()
+    task: asyncio.Task[None] | None = None
+    try:
+        address = temporal_env.client.service_client.config.target_host
+        config = make_config(tmp_path / "client", sim_a, aws, address, CAP_FIRST)
+        config.vcenter.instance_uuid = sim_a.simulator.instance_uuid.lower()
+        config.save()
+        second = add_second(config, sim_b)
+        assert sim_a.simulator.instance_uuid != sim_b.simulator.instance_uuid
+        client = await connect_client(config)
+        task = asyncio.create_task(run_worker(config, stop, metrics=False))
+
+        # Both discovered, each under its own vCenter's identity.
+        first_result = await run_discovery(client, config)
+        second_result = await run_discovery(client, config, vc=second)
+        assert first_result is not None and second_result is not None
+        assert (first_result.upserted, second_result.upserted) == (3, 4)
+        assert first_result.vcenter_uuid == config.vcenter.instance_uuid
+        assert second_result.vcenter_uuid == second.instance_uuid
+
+        for name in VMS_FIRST:
+            sim_a.admin.write(name, 0, length=300_000, random_seed=len(name))
+        for name in VMS_SECOND:
+            sim_b.admin.write(name, 4096, length=200_000, random_seed=len(name) + 7)
+        # Slow block writes, so runs overlap and both caps have to bind.
+        aws.admin.set_faults(latency_ms=1500, operations=["PutSnapshotBlock"])
+
+        handles: dict[str, Any] = {}
+        for sim, names, vc in ((sim_a, VMS_FIRST, config.vcenter), (sim_b, VMS_SECOND, second)):
+            for name in names:
+                wid = source_server_id(vc.instance_uuid, sim.admin.vm(name)["instance_uuid"])
+                handle = client.get_workflow_handle(wid)
+                await handle.execute_update(
+                    SourceServerWorkflow.start_replication,
+                    StartReplicationRequest(interval_seconds=3600),
+                )
+                handles[name] = handle
+        statuses = {
+            name: await wait_status(h, runs_ok(1), timeout=240) for name, h in handles.items()
+        }
+        aws.admin.set_faults()
+
+        # Each under its own cap: reached (so it bound), never exceeded, and not one shared cap.
+        assert probe.peak == {sim_a.port: CAP_FIRST, sim_b.port: CAP_SECOND}, probe.peak
+        assert probe.peak_total > max(CAP_FIRST, CAP_SECOND), probe.peak_total
+        assert probe.ids == {
+            sim_a.port: {config.vcenter.instance_uuid},
+            sim_b.port: {second.instance_uuid},
+        }
+        # Both replicate: every group rebuilt from EBS equals its VMware snapshot, byte for byte.
+        for sim, names in ((sim_a, VMS_FIRST), (sim_b, VMS_SECOND)):
+            view = Sandbox(sim, aws, config, client)
+            for name in names:
+                st = statuses[name]
+                assert st.lifecycle_state == "READY_FOR_TEST", (name, st.last_error)
+                assert view.verify_group(name, st, st.runs[-1]) == 1
+            # Nothing left behind in either vCenter.
+            for name in names:
+                assert sim.admin.vm(name).get("snapshots", []) == [], name
+    finally:
+        stop.set()
+        if task is not None:
+            await asyncio.wait_for(task, 60)
+        aws.stop()
+        sim_b.stop()
+        sim_a.stop()
