@@ -72,6 +72,10 @@ class WriterSettings:
     backoff_max_s: float = 5.0
     not_found_window_s: float = 120.0
     """How long "snapshot does not exist" is retried after StartSnapshot (or resume)."""
+    wait_poll_first_s: float = 0.1
+    """First pause while waiting for `completed`; it doubles up to `wait_poll_s`. A snapshot with
+    few changed blocks seals in well under a second, and a fixed 2 s pause made a run with
+    nothing changed cost seconds of waiting; the doubling keeps a long wait to a few calls."""
     wait_poll_s: float = 2.0
     cancel_grace_s: float = 10.0
     """On cancel/failure, how long to let already-running calls finish (for an exact cursor)."""
@@ -484,6 +488,7 @@ class EbsSnapshotWriter:
         self._stop.clear()
         deadline = time.monotonic() + timeout_s
         state = ""
+        pause = min(self.settings.wait_poll_first_s, self.settings.wait_poll_s)
         while True:
             try:
                 resp = self._call(
@@ -507,9 +512,9 @@ class EbsSnapshotWriter:
                 )
             if time.monotonic() >= deadline:
                 raise SnapshotWaitTimeout(snapshot_id, state, timeout_s)
-            pause = min(self.settings.wait_poll_s, max(0.0, deadline - time.monotonic()))
-            if self.cancel.wait(pause):
+            if self.cancel.wait(min(pause, max(0.0, deadline - time.monotonic()))):
                 raise UploadCancelled()
+            pause = min(pause * 2, self.settings.wait_poll_s)
 
 
 @dataclass

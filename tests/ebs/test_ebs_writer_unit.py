@@ -390,3 +390,39 @@ def test_a_later_blocks_failure_does_not_wait_for_earlier_retries() -> None:
     assert time.monotonic() - t0 < 2
     assert err.value.code == "ValidationException"
     assert err.value.checkpoint.cursor <= 2
+
+
+class _RecordingEvent(threading.Event):
+    """A cancel event whose waits return at once and are recorded (no real sleeping)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pauses: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.pauses.append(float(timeout or 0.0))
+        return False
+
+
+class _PendingEc2:
+    def __init__(self, pending_polls: int) -> None:
+        self.calls = 0
+        self.pending_polls = pending_polls
+
+    def describe_snapshots(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls += 1
+        state = "pending" if self.calls <= self.pending_polls else "completed"
+        return {"Snapshots": [{"SnapshotId": kwargs["SnapshotIds"][0], "State": state}]}
+
+
+def test_waiting_for_completed_polls_soon_then_backs_off() -> None:
+    """A quickly sealed snapshot is seen within a fraction of a second (the old fixed 2 s pause
+    made every run with little changed wait seconds), and a long wait backs off to the cap."""
+    cancel = _RecordingEvent()
+    ec2 = _PendingEc2(pending_polls=7)
+    writer = EbsSnapshotWriter(
+        FakeEbs(), ec2, WriterSettings(wait_poll_first_s=0.1, wait_poll_s=2.0), cancel=cancel
+    )
+    assert writer.wait_completed("snap-x", timeout_s=3600) == "completed"
+    assert ec2.calls == 8
+    assert cancel.pauses == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
