@@ -197,7 +197,24 @@ class Demo:
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
+        asyncio.run(self.wait_for_worker())
         say(f"worker started (pid {self.worker.pid}; log {self.work / 'worker.log'})")
+
+    async def wait_for_worker(self, timeout: float = 120.0) -> None:
+        """Until the worker polls the control queue: the console refuses commands before that."""
+        from snapship.cli.worker_check import live_pollers
+        from snapship.config import ClientConfig
+        from snapship.runtime import connect_client
+
+        cfg = ClientConfig.load(self.home)
+        client = await connect_client(cfg)
+        deadline = time.monotonic() + timeout
+        while not await live_pollers(client, cfg.temporal.control_task_queue):
+            if self.worker is not None and self.worker.poll() is not None:
+                raise RuntimeError(f"the worker exited (code {self.worker.returncode})")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not poll Temporal within {timeout:.0f} s")
+            await asyncio.sleep(0.5)
 
     def seed_guest_data(self) -> None:
         """Give every eligible disk some content before the initial sync."""

@@ -168,15 +168,23 @@ class SourceServerState:
 
 @dataclass
 class StartReplicationRequest:
+    """`not_after`: ISO UTC time after which the command is refused (snapship.command_deadline)."""
+
     interval_seconds: int | None = None
     retention_groups: int | None = None
+    not_after: str = ""
 
 
 @dataclass
 class ReplicationCommand:
-    """Stop, pause, resume or run-now: no arguments beyond an optional reason for the record."""
+    """Stop, pause, resume or run-now: an optional reason for the record and a deadline.
+
+    `not_after` (ISO UTC, empty = never) is when the sender stopped waiting: a validator that
+    runs later refuses the command (snapship.command_deadline).
+    """
 
     reason: str = ""
+    not_after: str = ""
 
 
 @dataclass

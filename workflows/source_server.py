@@ -19,6 +19,7 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from snapship import search_attributes as sa
+    from snapship.command_deadline import refuse_if_expired
     from snapship.messages import (
         CommandResult,
         CreateSnapshotInput,
@@ -554,6 +555,7 @@ class SourceServerWorkflow:
 
     @start_replication.validator
     def _validate_start(self, req: StartReplicationRequest) -> None:
+        refuse_if_expired(req.not_after, workflow.now())
         st = self._state
         if st.archived:
             raise ValueError("the server is archived")
@@ -587,6 +589,7 @@ class SourceServerWorkflow:
 
     @stop_replication.validator
     def _validate_stop(self, cmd: ReplicationCommand) -> None:
+        refuse_if_expired(cmd.not_after, workflow.now())
         if not self._state.replicating and not self._state.paused:
             raise ValueError("replication is not running")
 
@@ -600,6 +603,7 @@ class SourceServerWorkflow:
 
     @pause_replication.validator
     def _validate_pause(self, cmd: ReplicationCommand) -> None:
+        refuse_if_expired(cmd.not_after, workflow.now())
         if not self._state.replicating:
             raise ValueError("replication is not running")
         if self._state.paused:
@@ -615,6 +619,7 @@ class SourceServerWorkflow:
 
     @resume_replication.validator
     def _validate_resume(self, cmd: ReplicationCommand) -> None:
+        refuse_if_expired(cmd.not_after, workflow.now())
         if not self._state.paused:
             raise ValueError("replication is not paused")
 
@@ -627,6 +632,7 @@ class SourceServerWorkflow:
 
     @run_now.validator
     def _validate_run_now(self, cmd: ReplicationCommand) -> None:
+        refuse_if_expired(cmd.not_after, workflow.now())
         if not self._state.replicating or self._state.paused:
             raise ValueError("replication is not running")
 

@@ -28,6 +28,9 @@ EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 
 
+CONNECT_TIMEOUT = 10.0
+
+
 class CliError(Exception):
     """A problem to print as-is (no traceback) with a non-zero exit."""
 
@@ -52,13 +55,38 @@ async def connect(cfg: ClientConfig) -> Any:
     from snapship.runtime import connect_client
 
     try:
-        return await connect_client(cfg)
+        return await asyncio.wait_for(connect_client(cfg), CONNECT_TIMEOUT)
     except Exception as exc:
         raise CliError(
             f"Cannot connect to Temporal at {cfg.temporal.address} (namespace "
-            f"{cfg.temporal.namespace}): {exc}. Start it with `snapship temporal start` "
-            "(or point the client at your cluster)."
+            f"{cfg.temporal.namespace}): {_first_line(exc)}. Start it with "
+            "`snapship temporal start` (or point the client at your cluster)."
         ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else f"no answer within {CONNECT_TIMEOUT:.0f} s"
+
+
+async def require_worker(client: Any, cfg: ClientConfig) -> None:
+    """Stop with one line when no worker polls the control queue (nothing is sent then)."""
+    from snapship.cli.worker_check import NoWorkerError
+    from snapship.cli.worker_check import require_worker as check
+
+    try:
+        await check(client, cfg.temporal.control_task_queue)
+    except NoWorkerError as exc:
+        raise CliError(str(exc)) from None
+
+
+async def worker_missing(client: Any, cfg: ClientConfig) -> str:
+    """The no-worker message, or "" when a worker polls the control queue."""
+    try:
+        await require_worker(client, cfg)
+    except CliError as exc:
+        return str(exc)
+    return ""
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -81,6 +109,7 @@ async def _servers(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     client = await connect(cfg)
     if args.servers_cmd == "show":
+        await require_worker(client, cfg)
         selection = await console.select(
             client, console.VIEW_ALL, cfg.vcenter.host, names=[args.name]
         )
@@ -92,11 +121,14 @@ async def _servers(args: argparse.Namespace) -> int:
             print(json.dumps([render.to_jsonable(r) for r in selection.rows], indent=2))
             return EXIT_OK
         print("\n\n".join(render.dashboard(r) for r in selection.rows))
-        return EXIT_OK
+        return EXIT_ERROR if all(r.query_error for r in selection.rows) else EXIT_OK
     try:
         tags = console.parse_tag_filters(args.tag or [])
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    missing = await worker_missing(client, cfg)
+    if missing and (tags or args.state):
+        raise CliError(f"{missing} (--tag and --state need live status)")
     selection = await console.select(
         client,
         _view(args),
@@ -104,6 +136,7 @@ async def _servers(args: argparse.Namespace) -> int:
         names=args.name or [],
         states=args.state or [],
         tags=tags,
+        with_status=not missing,
         status_limit=None if args.full else console.LIST_STATUS_LIMIT,
     )
     if args.json:
@@ -120,6 +153,9 @@ async def _servers(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(render.servers_table(selection.rows))
     print(f"\n{len(selection.rows)} source server(s) ({_view(args)})")
+    if missing:
+        print(f"Progress, lag and errors not shown: {missing}", file=sys.stderr)
+        return EXIT_PARTIAL
     if selection.status_skipped:
         print(
             f"More than {console.LIST_STATUS_LIMIT} servers: progress, lag and errors were not "
@@ -146,6 +182,7 @@ async def _replicate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     client = await connect(cfg)
+    await require_worker(client, cfg)
     view = console.VIEW_DISCOVERED if args.all_discovered else console.VIEW_ALL
     selection = await console.select(
         client, view, cfg.vcenter.host, names=args.names or [], tags=tags, with_status=bool(tags)
@@ -212,6 +249,7 @@ async def _discover(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     client = await connect(cfg)
+    await require_worker(client, cfg)
     if not args.no_schedule:
         what = await discover.ensure_discovery_schedule(client, cfg)
         print(
@@ -221,9 +259,12 @@ async def _discover(args: argparse.Namespace) -> int:
     if args.schedule_only:
         return EXIT_OK
     print("Discovering VMs in vCenter ...", flush=True)
-    result = await discover.run_discovery(
-        client, cfg, wait=not args.no_wait, batch_size=args.batch_size
-    )
+    try:
+        result = await discover.run_discovery(
+            client, cfg, wait=not args.no_wait, batch_size=args.batch_size
+        )
+    except discover.DiscoveryNotPickedUp as exc:
+        raise CliError(str(exc)) from None
     if result is None:
         print("Discovery started (workflow snapship-discovery-now).")
         return EXIT_OK

@@ -15,10 +15,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
 from temporalio.service import RPCError
 
 from snapship import search_attributes as sa
+from snapship.command_deadline import deadline_after
 from snapship.messages import (
     CommandResult,
     ReplicationCommand,
@@ -29,9 +35,16 @@ from snapship.states import LIFECYCLE_STEPS, DataReplicationState, LifeCycleStat
 
 SOURCE_SERVER_WORKFLOW = "SourceServerWorkflow"
 QUERY_CONCURRENCY = 16
-QUERY_TIMEOUT = timedelta(seconds=10)
+QUERY_TIMEOUT = timedelta(seconds=8)
 LIST_STATUS_LIMIT = 500
+# How long a command may wait for a worker to accept it; also its `not_after`, so a command
+# not accepted in time is refused by the workflow later instead of applied.
+ACCEPT_TIMEOUT = timedelta(seconds=8)
+# How long the console then waits for an accepted command to finish (a stop waits for the
+# running snapshot to be removed); past it the command still completes, the console just stops
+# waiting.
 UPDATE_TIMEOUT = timedelta(seconds=60)
+RPC_TIMEOUT = timedelta(seconds=10)
 READY_STATES = frozenset(
     {
         LifeCycleState.READY_FOR_TEST.value,
@@ -131,7 +144,9 @@ async def list_rows(
 ) -> list[ServerRow]:
     """Every running source-server workflow in `view`, from visibility only (no queries)."""
     rows: list[ServerRow] = []
-    async for execution in client.list_workflows(visibility_query(view, vcenter_host)):
+    async for execution in client.list_workflows(
+        visibility_query(view, vcenter_host), rpc_timeout=RPC_TIMEOUT
+    ):
         rows.append(
             ServerRow(
                 workflow_id=execution.id,
@@ -178,11 +193,23 @@ async def fill_status(client: Client, rows: Iterable[ServerRow]) -> None:
     await asyncio.gather(*(one(r) for r in rows))
 
 
+def _is_deadline(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or "deadline" in (str(exc) or "").lower()
+
+
 def _rpc_reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if "deadline" in text.lower() or isinstance(exc, asyncio.TimeoutError):
+    if _is_deadline(exc):
         return "no answer from the worker (is `snapship worker` running?)"
-    return text
+    lines = (str(exc) or type(exc).__name__).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _update_failure(exc: WorkflowUpdateFailedError) -> str:
+    """The validator's reason (one line), not the failure's repr."""
+    cause = exc.cause
+    message = getattr(cause, "message", None) or str(cause or exc)
+    lines = str(message).strip().splitlines()
+    return lines[0] if lines else "the command was refused"
 
 
 def parse_tag_filters(items: Iterable[str]) -> dict[str, str]:
@@ -260,21 +287,49 @@ async def send_command(
         "resume": "resume_replication",
         "run-now": "run_now",
     }[command]
+    not_after = deadline_after(ACCEPT_TIMEOUT)
     arg: Any = (
-        StartReplicationRequest(interval_seconds=interval_seconds)
+        StartReplicationRequest(interval_seconds=interval_seconds, not_after=not_after)
         if command == "start"
-        else ReplicationCommand(reason=reason)
+        else ReplicationCommand(reason=reason, not_after=not_after)
     )
     try:
-        result: CommandResult = await handle.execute_update(
-            name, arg, result_type=CommandResult, rpc_timeout=UPDATE_TIMEOUT
+        update = await asyncio.wait_for(
+            handle.start_update(
+                name,
+                arg,
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                result_type=CommandResult,
+                rpc_timeout=ACCEPT_TIMEOUT,
+            ),
+            ACCEPT_TIMEOUT.total_seconds(),
         )
     except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        message = getattr(cause, "message", None) or str(cause or exc)
-        return CommandOutcome(row.workflow_id, row.vm_name, False, message)
-    except RPCError as exc:
-        return CommandOutcome(row.workflow_id, row.vm_name, False, _rpc_reason(exc))
+        return CommandOutcome(row.workflow_id, row.vm_name, False, _update_failure(exc))
+    except (TimeoutError, RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+        if isinstance(exc, RPCError) and not _is_deadline(exc):
+            return CommandOutcome(row.workflow_id, row.vm_name, False, _rpc_reason(exc))
+        return CommandOutcome(
+            row.workflow_id,
+            row.vm_name,
+            False,
+            f"no worker took the command within {int(ACCEPT_TIMEOUT.total_seconds())} s; it "
+            "expired and will not be applied later (is `snapship worker` running?)",
+        )
+    try:
+        result: CommandResult = await asyncio.wait_for(
+            update.result(rpc_timeout=UPDATE_TIMEOUT), UPDATE_TIMEOUT.total_seconds()
+        )
+    except WorkflowUpdateFailedError as exc:
+        return CommandOutcome(row.workflow_id, row.vm_name, False, _update_failure(exc))
+    except (TimeoutError, RPCError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        return CommandOutcome(
+            row.workflow_id,
+            row.vm_name,
+            True,
+            f"accepted; still finishing after {int(UPDATE_TIMEOUT.total_seconds())} s "
+            "(see `snapship servers show`)",
+        )
     return CommandOutcome(
         row.workflow_id,
         row.vm_name,

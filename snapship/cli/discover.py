@@ -13,6 +13,8 @@ discovery; the worker may call `ensure_discovery_schedule` at start as well (ide
 from __future__ import annotations
 
 import argparse
+import asyncio
+import time
 from datetime import timedelta
 
 from temporalio.client import (
@@ -27,8 +29,10 @@ from temporalio.client import (
     ScheduleState,
     ScheduleUpdate,
     ScheduleUpdateInput,
+    WorkflowHandle,
 )
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError
 
 from snapship.config import ClientConfig, VcenterSettings
 from snapship.vcenters import (
@@ -44,6 +48,17 @@ from workflows.discovery import (
     DiscoveryRequest,
     DiscoveryResult,
 )
+
+RPC_TIMEOUT = timedelta(seconds=10)
+# A worker that polls the control queue starts a pass within a second or two; past this the pass
+# is terminated rather than left to run whenever a worker comes back.
+PICKUP_TIMEOUT = 15.0
+# WorkflowExecutionStarted, WorkflowTaskScheduled, WorkflowTaskStarted, WorkflowTaskCompleted.
+_PICKED_UP_EVENTS = 4
+
+
+class DiscoveryNotPickedUp(Exception):
+    """No worker ran the pass in time; it was terminated, so it will not run later."""
 
 
 def discovery_schedule(cfg: ClientConfig, vc: VcenterSettings | None = None) -> Schedule:
@@ -75,7 +90,7 @@ async def ensure_discovery_schedule(
     schedule = discovery_schedule(cfg, vc)
     schedule_id = discovery_schedule_id(cfg, vc)
     try:
-        await client.create_schedule(schedule_id, schedule)
+        await client.create_schedule(schedule_id, schedule, rpc_timeout=RPC_TIMEOUT)
         return "created"
     except ScheduleAlreadyRunningError:
         pass
@@ -84,7 +99,7 @@ async def ensure_discovery_schedule(
     def updater(_: ScheduleUpdateInput) -> ScheduleUpdate:
         return ScheduleUpdate(schedule=schedule)
 
-    await handle.update(updater)
+    await handle.update(updater, rpc_timeout=RPC_TIMEOUT)
     return "updated"
 
 
@@ -105,11 +120,35 @@ async def run_discovery(
         task_queue=cfg.temporal.control_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         result_type=DiscoveryResult,
+        rpc_timeout=RPC_TIMEOUT,
     )
+    await wait_picked_up(handle)
     if not wait:
         return None
     result: DiscoveryResult = await handle.result()
     return result
+
+
+async def wait_picked_up(handle: WorkflowHandle[object, DiscoveryResult]) -> None:
+    """Return once a worker ran the pass's first workflow task; else terminate it and raise."""
+    deadline = time.monotonic() + PICKUP_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            info = await handle.describe(rpc_timeout=RPC_TIMEOUT)
+        except RPCError:
+            info = None
+        if info is not None and (info.history_length >= _PICKED_UP_EVENTS or info.close_time):
+            return
+        await asyncio.sleep(0.5)
+    reason = f"no snapship worker started the discovery within {PICKUP_TIMEOUT:.0f} s"
+    try:
+        await handle.terminate(reason=reason, rpc_timeout=RPC_TIMEOUT)
+    except RPCError:
+        pass
+    raise DiscoveryNotPickedUp(
+        f"{reason}; it was cancelled and will not run later. Start the worker with "
+        "`snapship worker` and run `snapship discover` again."
+    )
 
 
 def describe(result: DiscoveryResult) -> str:
