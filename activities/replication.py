@@ -21,6 +21,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import WorkerDeps
+from activities.heartbeat import heartbeats_while_running
 from snapship.ebs.groups import delete_snapshots, describe_group
 from snapship.ebs.retention import apply_retention as plan_and_apply_retention
 from snapship.ebs.writer import EbsSnapshotWriter, WriterSettings
@@ -134,6 +135,7 @@ class ReplicationActivities:
         )
 
     @activity.defn(name="snapship.preflight")
+    @heartbeats_while_running
     def preflight(self, inp: PreflightInput) -> PreflightResult:
         with log_context(source_server=inp.source_server_id, run_id=inp.run_id):
             moref, props = self._find_vm(inp)
@@ -177,6 +179,7 @@ class ReplicationActivities:
             )
 
     @activity.defn(name="snapship.ensure_cbt")
+    @heartbeats_while_running
     def ensure_cbt(self, inp: EnsureCbtInput) -> EnsureCbtResult:
         """CBT on and tracking: a running VM only starts tracking after a stun, which a short
         activation snapshot provides (removed at once)."""
@@ -185,6 +188,7 @@ class ReplicationActivities:
         return EnsureCbtResult(changed=status.enabled_now)
 
     @activity.defn(name="snapship.create_snapshot")
+    @heartbeats_while_running
     def create_snapshot(self, inp: CreateSnapshotInput) -> SnapshotInfo:
         with log_context(source_server=inp.source_server_id, run_id=inp.run_id):
             with self.deps.vcenter(inp.vcenter_id) as session:
@@ -223,6 +227,7 @@ class ReplicationActivities:
             )
 
     @activity.defn(name="snapship.location_check")
+    @heartbeats_while_running
     def location_check(self, inp: LocationCheckInput) -> LocationCheckResult:
         with self.deps.vcenter(inp.vcenter_id) as session:
             after = vlocation.record_location(session, inp.vm_moref)
@@ -244,6 +249,7 @@ class ReplicationActivities:
         return change.summary if change.moved else None
 
     @activity.defn(name="snapship.remove_snapshot")
+    @heartbeats_while_running
     def remove_snapshot(self, inp: RemoveSnapshotInput) -> None:
         with self.deps.vcenter(inp.vcenter_id) as session:
             vsnap.remove_snapshot(session, inp.snapshot_moref)
@@ -251,6 +257,7 @@ class ReplicationActivities:
     # ------------------------------------------------------------------ EBS steps
 
     @activity.defn(name="snapship.complete_group")
+    @heartbeats_while_running
     def complete_group(self, inp: GroupInput) -> GroupResult:
         aws = self.deps.aws()
         writer = EbsSnapshotWriter(aws.ebs, aws.ec2)
@@ -268,11 +275,13 @@ class ReplicationActivities:
         return GroupResult(inp.group_id, complete, list(inp.snapshot_ids))
 
     @activity.defn(name="snapship.discard_snapshots")
+    @heartbeats_while_running
     def discard_snapshots(self, inp: DiscardInput) -> None:
         log.info("discarding EBS snapshots %s: %s", inp.snapshot_ids, inp.reason)
         delete_snapshots(self.deps.aws().ec2, inp.snapshot_ids)
 
     @activity.defn(name="snapship.apply_retention")
+    @heartbeats_while_running
     def apply_retention(self, inp: RetentionInput) -> RetentionResult:
         plan = plan_and_apply_retention(self.deps.aws().ec2, inp.source_server_id, inp.keep_groups)
         return RetentionResult([g.group_id for g in plan.delete])

@@ -17,6 +17,8 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+from workflows.activity_options import timeouts
+
 DISCOVERY_WORKFLOW = "DiscoveryWorkflow"
 DISCOVER_ACTIVITY = "discover_source_servers"
 DISCOVERY_SCHEDULE_ID = "snapship-discovery"
@@ -61,8 +63,7 @@ class DiscoveryWorkflow:
             DISCOVER_ACTIVITY,
             request,
             result_type=DiscoveryResult,
-            start_to_close_timeout=timedelta(hours=2),
-            heartbeat_timeout=timedelta(minutes=2),
+            **timeouts(DISCOVER_ACTIVITY),
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=5),
                 backoff_coefficient=2.0,

@@ -17,6 +17,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
+from workflows.activity_options import timeouts
+
 with workflow.unsafe.imports_passed_through():
     from snapship import search_attributes as sa
     from snapship.command_deadline import refuse_if_expired
@@ -247,7 +249,7 @@ class SourceServerWorkflow:
                 vcenter_id=self._inp.vcenter_uuid,
             ),
             result_type=PreflightResult,
-            start_to_close_timeout=timedelta(minutes=10),
+            **timeouts("snapship.preflight"),
             retry_policy=VCENTER_RETRY,
         )
         if not pre.eligibility.eligible:
@@ -258,7 +260,7 @@ class SourceServerWorkflow:
             "snapship.ensure_cbt",
             EnsureCbtInput(pre.vm_moref, sid, vcenter_id=self._inp.vcenter_uuid),
             result_type=EnsureCbtResult,
-            start_to_close_timeout=timedelta(minutes=10),
+            **timeouts("snapship.ensure_cbt"),
             retry_policy=VCENTER_RETRY,
         )
         if cbt.changed and st.chains:
@@ -275,7 +277,7 @@ class SourceServerWorkflow:
                     sid, pre.vm_moref, f"{run_id}-a{attempt}", vcenter_id=self._inp.vcenter_uuid
                 ),
                 result_type=SnapshotInfo,
-                start_to_close_timeout=timedelta(minutes=30),
+                **timeouts("snapship.create_snapshot"),
                 retry_policy=VCENTER_RETRY,
             )
             plans = self._plan(snapshot, run_id)
@@ -307,7 +309,7 @@ class SourceServerWorkflow:
                 "snapship.location_check",
                 LocationCheckInput(pre.vm_moref, pre.location, vcenter_id=self._inp.vcenter_uuid),
                 result_type=LocationCheckResult,
-                start_to_close_timeout=timedelta(minutes=10),
+                **timeouts("snapship.location_check"),
                 retry_policy=VCENTER_RETRY,
             )
             snapshot_ids = [d.ebs_snapshot_id for d in shipped.disks]
@@ -318,7 +320,7 @@ class SourceServerWorkflow:
                 "snapship.complete_group",
                 GroupInput(sid, group_id, snapshot_ids),
                 result_type=GroupResult,
-                start_to_close_timeout=timedelta(hours=2),
+                **timeouts("snapship.complete_group"),
                 retry_policy=VCENTER_RETRY,
             )
             if not group.complete:
@@ -359,7 +361,7 @@ class SourceServerWorkflow:
                 "snapship.apply_retention",
                 RetentionInput(sid, st.settings.retention_groups),
                 result_type=RetentionResult,
-                start_to_close_timeout=timedelta(minutes=30),
+                **timeouts("snapship.apply_retention"),
                 retry_policy=VCENTER_RETRY,
             )
 
@@ -370,9 +372,7 @@ class SourceServerWorkflow:
                 inp,
                 result_type=ShipResult,
                 task_queue=self._shipping_queue(),
-                start_to_close_timeout=timedelta(hours=24),
-                # Heartbeats come every few seconds; a dead worker is noticed within this.
-                heartbeat_timeout=timedelta(seconds=30),
+                **timeouts("snapship.ship"),
                 retry_policy=SHIP_RETRY,
                 # Wait for the activity to clean up (its pending EBS snapshots) before the
                 # VMware snapshot it reads from is removed.
@@ -432,7 +432,7 @@ class SourceServerWorkflow:
         await workflow.execute_activity(
             "snapship.discard_snapshots",
             DiscardInput(snapshot_ids, reason),
-            start_to_close_timeout=timedelta(minutes=10),
+            **timeouts("snapship.discard_snapshots"),
             retry_policy=CLEANUP_RETRY,
         )
 
@@ -442,7 +442,7 @@ class SourceServerWorkflow:
         removal = workflow.start_activity(
             "snapship.remove_snapshot",
             RemoveSnapshotInput(vm_moref, snapshot_moref, vcenter_id=self._inp.vcenter_uuid),
-            start_to_close_timeout=timedelta(hours=1),
+            **timeouts("snapship.remove_snapshot"),
             retry_policy=CLEANUP_RETRY,
         )
         cancelled = False

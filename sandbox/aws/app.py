@@ -48,11 +48,13 @@ class LocalAwsApp:
         scope = credential_scope(environ.get("HTTP_AUTHORIZATION"))
         if scope is not None and scope[0] == "ebs":
             return self.ebs(environ, start_response, scope[1])
-        self._count_moto(environ, scope[0] if scope else "unsigned")
+        action = self._count_moto(environ, scope[0] if scope else "unsigned")
+        self.ebs.faults.before_moto(action)
         return self.moto_app(environ, start_response)
 
-    def _count_moto(self, environ: dict[str, Any], service: str) -> None:
-        """Count query-protocol calls as ``service:Action`` (the body is put back for moto)."""
+    def _count_moto(self, environ: dict[str, Any], service: str) -> str:
+        """Count query-protocol calls as ``service:Action`` (the body is put back for moto);
+        returns that name."""
         action = None
         ctype = environ.get("CONTENT_TYPE", "")
         if ctype.startswith("application/x-www-form-urlencoded"):
@@ -66,4 +68,6 @@ class LocalAwsApp:
                 action = parse_qs(raw.decode("utf-8", "replace")).get("Action", [None])[-1]
         if action is None:
             action = parse_qs(environ.get("QUERY_STRING", "")).get("Action", [None])[-1]
-        self.stats.request(f"{service}:{action or environ.get('REQUEST_METHOD', '?')}")
+        name = f"{service}:{action or environ.get('REQUEST_METHOD', '?')}"
+        self.stats.request(name)
+        return name

@@ -83,6 +83,7 @@ class EbsApi:
                 )
             self.faults.before(operation)
             status, headers, payload = self._dispatch(operation, matched[1], environ, body, region)
+            self.faults.after(operation)
         except EbsError as err:
             self.stats.error(operation, err.code)
             status, payload = err.status, err.body()

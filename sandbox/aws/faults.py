@@ -63,6 +63,12 @@ class FaultSettings:
     list_max_page: int = 0  # cap on List* page size; 0 means MaxResults decides
     empty_page_fraction: float = 0.0  # List* answers an empty page with a NextToken
     fail_next: list[FailNext] = field(default_factory=list)
+    respond_after_seconds: dict[str, float] = field(default_factory=dict)
+    """EBS operation -> seconds: the call takes effect at once, its answer is held this long
+    (the window where a client died after AWS acted but before it heard back)."""
+    slow_actions: dict[str, float] = field(default_factory=dict)
+    """``service:Action`` of a moto-served call (``ec2:DescribeSnapshots``) -> seconds of delay
+    before it is answered."""
     seed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,9 +105,12 @@ def settings_from_dict(base: FaultSettings, patch: dict[str, Any]) -> FaultSetti
         if f.code not in ERROR_STATUS:
             raise ValueError(f"unknown error code {f.code}")
     ops = [*new.operations, *new.access_denied_operations, *(f.operation for f in new.fail_next)]
-    for op in ops:
+    for op in [*ops, *new.respond_after_seconds]:
         if op not in EBS_OPERATIONS:
             raise ValueError(f"unknown EBS operation {op}")
+    for action, seconds in [*new.respond_after_seconds.items(), *new.slow_actions.items()]:
+        if float(seconds) < 0:
+            raise ValueError(f"negative delay for {action}")
     return new
 
 
@@ -181,6 +190,18 @@ class FaultInjector:
             time.sleep(delay)
         if error is not None:
             raise error
+
+    def after(self, operation: str) -> None:
+        """Hold an EBS answer that already took effect (``respond_after_seconds``)."""
+        hold = float(self.settings.respond_after_seconds.get(operation, 0.0))
+        if hold > 0:
+            time.sleep(hold)
+
+    def before_moto(self, action: str) -> None:
+        """Delay a moto-served call (``slow_actions``), e.g. ``ec2:DescribeSnapshots``."""
+        delay = float(self.settings.slow_actions.get(action, 0.0))
+        if delay > 0:
+            time.sleep(delay)
 
     def check_put_rate(self, snapshot_id: str) -> None:
         """Per-snapshot PutSnapshotBlock rate limit (token bucket, burst of one second)."""

@@ -257,6 +257,8 @@ class AdminApi:
             elif name == "delay-tasks":
                 kind = str(b["kind"]).replace("_Task", "").replace("VM", "")
                 f.delay_tasks[kind] = float(b.get("seconds", 1.0))
+            elif name == "delay-calls":
+                f.delay_calls[str(b["method"])] = float(b.get("seconds", 1.0))
             elif name == "expire-sessions":
                 return {"expired": self.sim.sessions.expire_all()}
             elif name == "drop-connections":
@@ -266,6 +268,7 @@ class AdminApi:
             elif name == "clear":
                 f.fail_tasks.clear()
                 f.delay_tasks.clear()
+                f.delay_calls.clear()
                 f.qcda_filefault = 0
                 f.drop_connections = 0
             else:

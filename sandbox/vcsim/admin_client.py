@@ -127,6 +127,10 @@ class AdminClient:
     def delay_tasks(self, kind: str, seconds: float) -> None:
         self._call("POST", "/faults/delay-tasks", {"kind": kind, "seconds": seconds})
 
+    def delay_calls(self, method: str, seconds: float) -> None:
+        """Every SOAP call of `method` (e.g. RetrievePropertiesEx) answers `seconds` late."""
+        self._call("POST", "/faults/delay-calls", {"method": method, "seconds": seconds})
+
     def expire_sessions(self) -> int:
         return int(self._call("POST", "/faults/expire-sessions")["expired"])
 

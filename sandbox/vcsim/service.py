@@ -167,6 +167,9 @@ class VimService:
                 raise vmodl.fault.MethodNotFound(
                     msg=f"The method {req.method} is not implemented by this simulator",
                     receiver=req.this, method=req.method)
+            delay = self.sim.faults.delay_calls.get(req.method, 0.0)
+            if delay > 0:
+                time.sleep(delay)
             if req.method not in UNAUTHENTICATED_OK and session.user is None:
                 raise vim.fault.NotAuthenticated(
                     msg="The session is not authenticated.", object=req.this,

@@ -143,6 +143,7 @@ class Faults:
 
     fail_tasks: dict[str, list[Any]] = field(default_factory=dict)   # kind -> [count, fault]
     delay_tasks: dict[str, float] = field(default_factory=dict)
+    delay_calls: dict[str, float] = field(default_factory=dict)  # SOAP method -> seconds
     qcda_filefault: int = 0
     drop_connections: int = 0
 

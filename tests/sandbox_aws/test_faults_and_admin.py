@@ -61,6 +61,28 @@ def test_added_latency(aws: Any, ebs: Any) -> None:
     assert time.monotonic() - t0 >= 0.15
 
 
+def test_answer_held_after_the_call_took_effect(aws: Any, ebs: Any, ec2: Any) -> None:
+    """respond_after_seconds: the snapshot exists before its StartSnapshot answer arrives (the
+    window where a client dies after AWS acted), so a short client timeout loses the answer."""
+    aws.admin.set_faults(respond_after_seconds={"StartSnapshot": 2.0})
+    impatient = aws.client("ebs", max_attempts=1, read_timeout=0.5)
+    before = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    with pytest.raises(Exception, match="[Tt]imeout|timed out"):
+        impatient.start_snapshot(VolumeSize=1)
+    after = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert len(after - before) == 1
+
+
+def test_slow_ec2_action(aws: Any, ec2: Any) -> None:
+    aws.admin.set_faults(slow_actions={"ec2:DescribeSnapshots": 0.3})
+    t0 = time.monotonic()
+    ec2.describe_snapshots(OwnerIds=["self"])
+    assert time.monotonic() - t0 >= 0.3
+    t0 = time.monotonic()
+    ec2.describe_volumes()
+    assert time.monotonic() - t0 < 0.3
+
+
 def test_access_denied_and_scripted_failures(aws: Any, ebs: Any) -> None:
     aws.admin.set_faults(
         access_denied_operations=["ListSnapshotBlocks"],
@@ -120,6 +142,10 @@ def test_admin_rejects_bad_settings(aws: Any) -> None:
         aws.admin.set_faults(throttle_fraction=2.0)
     with pytest.raises(AdminError):
         aws.admin.set_faults(fail_next=[{"operation": "Nope", "code": "ValidationException"}])
+    with pytest.raises(AdminError):
+        aws.admin.set_faults(respond_after_seconds={"Nope": 1})
+    with pytest.raises(AdminError):
+        aws.admin.set_faults(slow_actions={"ec2:DescribeSnapshots": -1})
     assert aws.admin.faults()["throttle_fraction"] == 0.0
 
 

@@ -222,6 +222,22 @@ def test_per_disk_relocation_and_physical_rdm(tmp_path: Path) -> None:
         h.stop()
 
 
+def test_delayed_calls_answer_late(sim, si) -> None:
+    """delay-calls slows one SOAP method (a slow vCenter), leaving the others quick."""
+    vm = find_vm(si, "lab-01")
+    sim.admin.delay_calls("CurrentTime", 0.5)
+    try:
+        t0 = time.monotonic()
+        si.CurrentTime()
+        slow = time.monotonic() - t0
+        t0 = time.monotonic()
+        assert vm.name == "lab-01"
+        quick = time.monotonic() - t0
+    finally:
+        sim.admin.clear_faults()
+    assert slow >= 0.5 > quick
+
+
 def test_delayed_tasks_show_running_then_succeed(sim, si) -> None:
     sim.admin.delay_tasks("CreateSnapshot", 0.6)
     try:
