@@ -2,7 +2,7 @@
 
 A shipping queue's worker slots ARE that vCenter's parallel cap (MGN: at most 50 VMs ship at
 once); VMs beyond it wait visibly as PENDING_SNAPSHOT_SHIPPING because their ship activity sits in
-the queue. A vCenter added with `snapship vcenter add` gets its queue when the worker restarts.
+the queue. A vCenter added with `snapship vcenter add` gets its queue polled within seconds.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from workflows.source_server import SourceServerWorkflow
 
 log = logging.getLogger("snapship.worker")
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
+VCENTER_WATCH_S = 10.0
 
 
 def shipping_slots(config: ClientConfig) -> int:
@@ -67,17 +68,23 @@ def build_workers(client: Client, config: ClientConfig, deps: WorkerDeps) -> lis
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
     shipping = [
-        Worker(
-            client,
-            task_queue=queue,
-            activities=[replication.ship],
-            max_concurrent_activities=slots,
-            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
-            default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
-        )
+        shipping_worker(client, replication, queue, slots)
         for queue, slots in shipping_queues(config).items()
     ]
     return [control, *shipping]
+
+
+def shipping_worker(
+    client: Client, replication: ReplicationActivities, queue: str, slots: int
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=queue,
+        activities=[replication.ship],
+        max_concurrent_activities=slots,
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+    )
 
 
 async def run_worker(config: ClientConfig, stop: asyncio.Event, metrics: bool = True) -> None:
@@ -104,6 +111,7 @@ async def run_worker(config: ClientConfig, stop: asyncio.Event, metrics: bool = 
     )
     tasks = [asyncio.create_task(w.run()) for w in workers]
     tasks.append(asyncio.create_task(watch_shipping_queue(client, config, deps)))
+    tasks.append(asyncio.create_task(watch_vcenters(client, config, deps, workers)))
     try:
         await stop.wait()
     finally:
@@ -113,6 +121,37 @@ async def run_worker(config: ClientConfig, stop: asyncio.Event, metrics: bool = 
         codec_server.stop()
         if metrics:
             stop_metrics_server(config.telemetry.metrics_port)
+
+
+async def watch_vcenters(
+    client: Client,
+    config: ClientConfig,
+    deps: WorkerDeps,
+    workers: list[Worker],
+    every_s: float = VCENTER_WATCH_S,
+) -> None:
+    """Start polling the shipping queue of a vCenter added while the worker runs (`snapship
+    vcenter add`), so adding a vCenter needs no worker restart. A removed vCenter's queue keeps
+    its poller: nothing is sent to it any more, and its activities refuse to run."""
+    polled = set(shipping_queues(config))
+    replication: ReplicationActivities | None = None
+    running: list[asyncio.Task[None]] = []  # run_worker shuts the workers down
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            fresh = ClientConfig.load(Path(config.data_dir))
+        except Exception as err:  # a config being rewritten: look again next time
+            log.debug("could not re-read the config: %s", err)
+            continue
+        for queue, slots in shipping_queues(fresh).items():
+            if queue in polled:
+                continue
+            replication = replication or ReplicationActivities(deps)
+            worker = shipping_worker(client, replication, queue, slots)
+            workers.append(worker)
+            polled.add(queue)
+            running.append(asyncio.create_task(worker.run()))
+            log.info("shipping from a newly added vCenter: %s (%d slots)", queue, slots)
 
 
 async def watch_shipping_queue(client: Client, config: ClientConfig, deps: WorkerDeps) -> None:

@@ -45,11 +45,12 @@ def display_name(vc: VcenterSettings) -> str:
     return vc.host if vc.port == 443 else f"{vc.host}:{vc.port}"
 
 
-def find_vcenter(cfg: ClientConfig, key: str = "") -> VcenterSettings:
+def find_vcenter(cfg: ClientConfig, key: str = "", strict: bool = False) -> VcenterSettings:
     """The vCenter a key names: "" is the first; else its id, name, host or host:port.
 
     An activity of a single-vCenter client always resolves to that vCenter, whatever key it
-    carries (workflows started before this field existed, or by harnesses that made up a uuid).
+    carries (workflows started before this field existed, or by harnesses that made up a uuid);
+    `strict` (what a person typed) refuses an unknown key even then.
     """
     if not key:
         return cfg.vcenter
@@ -61,7 +62,7 @@ def find_vcenter(cfg: ClientConfig, key: str = "") -> VcenterSettings:
             names.add(vc.host.lower())
         if wanted in names - {""}:
             return vc
-    if not cfg.vcenters:
+    if not cfg.vcenters and not strict:
         return cfg.vcenter
     known = ", ".join(f"{display_name(v)} ({vcenter_id(v) or 'no id'})" for v in all_vcenters(cfg))
     raise UnknownVcenter(f"No vCenter {key!r} is configured in this client; it has: {known}.")

@@ -1,4 +1,5 @@
-"""`snapship`: the user's console (install, discover, servers, replicate, temporal, worker, demo).
+"""`snapship`: the user's console (install, discover, vcenter, servers, replicate, temporal,
+worker, demo).
 
 Every command that changes a server is a Temporal Update on that server's workflow, so the same
 thing can be done with the `temporal` CLI (see README); this console adds selection by name,
@@ -89,6 +90,11 @@ async def worker_missing(client: Any, cfg: ClientConfig) -> str:
     return ""
 
 
+def _add_vcenter_filter(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vcenter", default=None, metavar="NAME|ID|HOST",
+                   help="only this vCenter's servers (default: every vCenter of the client)")
+
+
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None,
                    help="client data directory (default $SNAPSHIP_HOME or ~/.snapship)")
@@ -105,13 +111,28 @@ def _view(args: argparse.Namespace) -> str:
     return console.VIEW_ACTIVE
 
 
+def _scope(cfg: ClientConfig, args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The visibility filter of `--vcenter` (default: every vCenter of the client)."""
+    from snapship.vcenter_admin import vcenters_scope
+    from snapship.vcenters import UnknownVcenter, find_vcenter
+
+    key = getattr(args, "vcenter", None)
+    if not key:
+        return vcenters_scope(cfg, None)
+    try:
+        return vcenters_scope(cfg, find_vcenter(cfg, key, strict=True))
+    except UnknownVcenter as exc:
+        raise CliError(str(exc)) from None
+
+
 async def _servers(args: argparse.Namespace) -> int:
     cfg = load_config(args)
+    host, extra = _scope(cfg, args)
     client = await connect(cfg)
     if args.servers_cmd == "show":
         await require_worker(client, cfg)
         selection = await console.select(
-            client, console.VIEW_ALL, cfg.vcenter.host, names=[args.name]
+            client, console.VIEW_ALL, host, names=[args.name], extra=extra
         )
         if not selection.rows:
             raise CliError(
@@ -132,12 +153,13 @@ async def _servers(args: argparse.Namespace) -> int:
     selection = await console.select(
         client,
         _view(args),
-        cfg.vcenter.host,
+        host,
         names=args.name or [],
         states=args.state or [],
         tags=tags,
         with_status=not missing,
         status_limit=None if args.full else console.LIST_STATUS_LIMIT,
+        extra=extra,
     )
     if args.json:
         print(render.servers_json(selection.rows))
@@ -181,11 +203,13 @@ async def _replicate(args: argparse.Namespace) -> int:
         tags = console.parse_tag_filters(args.tag or [])
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    host, extra = _scope(cfg, args)
     client = await connect(cfg)
     await require_worker(client, cfg)
     view = console.VIEW_DISCOVERED if args.all_discovered else console.VIEW_ALL
     selection = await console.select(
-        client, view, cfg.vcenter.host, names=args.names or [], tags=tags, with_status=bool(tags)
+        client, view, host, names=args.names or [], tags=tags, with_status=bool(tags),
+        extra=extra,
     )
     for pattern in selection.unmatched:
         print(f"{pattern}: no source server matches", file=sys.stderr)
@@ -245,31 +269,53 @@ async def watch(
 
 
 async def _discover(args: argparse.Namespace) -> int:
-    from snapship.cli import discover
+    from snapship import vcenters
 
     cfg = load_config(args)
+    chosen = vcenters.all_vcenters(cfg)
+    if args.vcenter:
+        try:
+            chosen = [vcenters.find_vcenter(cfg, args.vcenter, strict=True)]
+        except vcenters.UnknownVcenter as exc:
+            raise CliError(str(exc)) from None
     client = await connect(cfg)
     await require_worker(client, cfg)
+    codes = [await _discover_one(args, cfg, client, vc) for vc in chosen]
+    return max(codes)
+
+
+async def _discover_one(
+    args: argparse.Namespace, cfg: ClientConfig, client: Any, vc: Any
+) -> int:
+    from snapship import vcenters
+    from snapship.cli import discover
+
     if not args.no_schedule:
-        what = await discover.ensure_discovery_schedule(client, cfg)
+        what = await discover.ensure_discovery_schedule(client, cfg, vc)
         print(
-            f"Discovery schedule {what}: every {cfg.replication.discovery_interval_seconds}s "
-            "(Temporal schedule 'snapship-discovery')."
+            f"Discovery schedule {what}: every {vcenters.discovery_interval_seconds(cfg, vc)}s "
+            f"(Temporal schedule '{vcenters.discovery_schedule_id(cfg, vc)}')."
         )
     if args.schedule_only:
         return EXIT_OK
-    print("Discovering VMs in vCenter ...", flush=True)
+    print(f"Discovering VMs in vCenter {vcenters.display_name(vc)} ...", flush=True)
     try:
         result = await discover.run_discovery(
-            client, cfg, wait=not args.no_wait, batch_size=args.batch_size
+            client, cfg, wait=not args.no_wait, batch_size=args.batch_size, vc=vc
         )
     except discover.DiscoveryNotPickedUp as exc:
         raise CliError(str(exc)) from None
     if result is None:
-        print("Discovery started (workflow snapship-discovery-now).")
+        print("Discovery started.")
         return EXIT_OK
     print(discover.describe(result))
     return EXIT_PARTIAL if result.failed else EXIT_OK
+
+
+async def _vcenter(args: argparse.Namespace) -> int:
+    from snapship.cli import vcenter
+
+    return await vcenter.run(args, load_config(args), connect)
 
 
 # ---------------------------------------------------------------- temporal / worker / demo
@@ -344,6 +390,7 @@ def _demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from snapship.cli import credentials, discover
     from snapship.cli import install as install_cli
+    from snapship.cli import vcenter as vcenter_cli
 
     parser = argparse.ArgumentParser(
         prog="snapship",
@@ -363,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("discover", help="discover VMs now and keep the discovery schedule")
     discover.add_arguments(p)
+    _add_vcenter_filter(p)
+    _add_data_dir(p)
+
+    p = sub.add_parser("vcenter", help="add, remove or list the client's vCenters")
+    vcenter_cli.add_arguments(p)
     _add_data_dir(p)
 
     p = sub.add_parser("servers", help="list source servers, or `servers show NAME`")
@@ -376,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", action="append", metavar="GLOB", help="VM name glob (repeatable)")
     p.add_argument("--tag", action="append", metavar="KEY=VALUE", help="tag filter (repeatable)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_vcenter_filter(p)
     p.add_argument("--full", action="store_true",
                    help=f"query live status even for more than {console.LIST_STATUS_LIMIT} servers")
     servers_sub = p.add_subparsers(dest="servers_cmd", metavar="show")
@@ -384,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: a value given before `show` must not be reset by the sub-parser's default.
     show.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     show.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS)
+    show.add_argument("--vcenter", default=argparse.SUPPRESS)
 
     p = sub.add_parser("replicate", help="start/stop/pause/resume replication of a selection")
     p.add_argument("action", choices=["start", "stop", "pause", "resume", "run-now"])
@@ -398,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show progress until the selection is ready for testing")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="give up watching after this long")
+    _add_vcenter_filter(p)
     _add_data_dir(p)
 
     p = sub.add_parser("temporal", help="the embedded Temporal dev server")
@@ -439,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_replicate(args))
         if args.command == "discover":
             return asyncio.run(_discover(args))
+        if args.command == "vcenter":
+            return asyncio.run(_vcenter(args))
         if args.command == "temporal":
             return _temporal(args)
     except CliError as exc:

@@ -140,12 +140,12 @@ def _attr(execution: Any, key: Any) -> str:
 
 
 async def list_rows(
-    client: Client, view: str = VIEW_ALL, vcenter_host: str = ""
+    client: Client, view: str = VIEW_ALL, vcenter_host: str = "", extra: Sequence[str] = ()
 ) -> list[ServerRow]:
     """Every running source-server workflow in `view`, from visibility only (no queries)."""
     rows: list[ServerRow] = []
     async for execution in client.list_workflows(
-        visibility_query(view, vcenter_host), rpc_timeout=RPC_TIMEOUT
+        visibility_query(view, vcenter_host, extra), rpc_timeout=RPC_TIMEOUT
     ):
         rows.append(
             ServerRow(
@@ -247,6 +247,7 @@ async def select(
     tags: dict[str, str] | None = None,
     with_status: bool = True,
     status_limit: int | None = None,
+    extra: Sequence[str] = (),
 ) -> Selection:
     """Rows matching every given filter. Name globs that matched nothing are reported.
 
@@ -254,7 +255,7 @@ async def select(
     filter, which needs it) the list shows visibility's columns only, so listing 10,000
     servers stays one call.
     """
-    rows = await list_rows(client, view, vcenter_host)
+    rows = await list_rows(client, view, vcenter_host, extra)
     unmatched: list[str] = []
     if names:
         unmatched = [p for p in names if not any(_matches_name(r, [p]) for r in rows)]
