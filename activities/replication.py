@@ -342,6 +342,7 @@ class ReplicationActivities:
                     metrics=deps.metrics,
                     on_checkpoint=on_checkpoint,
                     cancel=cancel,
+                    disks_in_parallel=cfg.replication.disks_in_parallel,
                 )
                 shipper_box.append(shipper)
                 try:

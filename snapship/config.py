@@ -87,6 +87,9 @@ class ReplicationDefaults:
     retention_groups: int = 5
     shipping_slots: int = field(default_factory=default_shipping_slots)
     ebs_concurrency: int = 32
+    """PutSnapshotBlock calls in flight per disk being shipped."""
+    disks_in_parallel: int = 4
+    """Disks of one VM shipped at once; a VM holds at most this x ebs_concurrency blocks."""
     checkpoint_every_blocks: int = 256
     discovery_interval_seconds: int = 3600
     vddk_transport_modes: str = "nbdssl:nbd"

@@ -8,15 +8,24 @@ cursor, re-sending at most the blocks that were in flight when the last attempt 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from snapship.blocks import extents_to_blocks, iter_blocks, volume_size_gib
+from snapship.ebs.client import EbsCallError
 from snapship.ebs.groups import SnapshotTags
-from snapship.ebs.writer import Checkpoint, EbsSnapshotWriter, WriterSettings, client_token
+from snapship.ebs.writer import (
+    Checkpoint,
+    EbsSnapshotWriter,
+    UploadCancelled,
+    WriterSettings,
+    client_token,
+)
 from snapship.messages import DiskProgress, DiskShipPlan, DiskShipResult, ShipInput
 from snapship.telemetry.metrics import METRICS, SnapshipMetrics
 from snapship.vddk.binding import VixDiskLib
@@ -41,29 +50,48 @@ class VddkEndpoint:
 
 
 @dataclass
-class ShipCheckpoint:
-    """Heartbeat details: finished disks and the position inside the current one."""
+class DiskCheckpoint:
+    """Where one disk's upload stands: its chain decision and the writer's checkpoint."""
 
-    done: list[DiskShipResult] = field(default_factory=list)
-    device_key: int | None = None
+    device_key: int
     full_sync: bool = False
     parent_snapshot_id: str | None = None
     writer: dict[str, Any] | None = None
 
+
+@dataclass
+class ShipCheckpoint:
+    """Heartbeat details: finished disks, and the position inside each disk being shipped.
+
+    Disks ship at the same time, so several can be in progress; each resumes from its own
+    writer checkpoint, and a finished disk is never shipped again.
+    """
+
+    done: list[DiskShipResult] = field(default_factory=list)
+    in_progress: list[DiskCheckpoint] = field(default_factory=list)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def disk(self, device_key: int) -> DiskCheckpoint | None:
+        return next((d for d in self.in_progress if d.device_key == device_key), None)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> ShipCheckpoint:
         if not raw:
             return cls()
-        return cls(
-            done=[DiskShipResult(**d) for d in raw.get("done", [])],
-            device_key=raw.get("device_key"),
-            full_sync=bool(raw.get("full_sync", False)),
-            parent_snapshot_id=raw.get("parent_snapshot_id"),
-            writer=raw.get("writer"),
-        )
+        in_progress = [DiskCheckpoint(**d) for d in raw.get("in_progress", [])]
+        if raw.get("device_key") is not None:
+            # A heartbeat from a worker that shipped one disk at a time.
+            in_progress.append(
+                DiskCheckpoint(
+                    device_key=int(raw["device_key"]),
+                    full_sync=bool(raw.get("full_sync", False)),
+                    parent_snapshot_id=raw.get("parent_snapshot_id"),
+                    writer=raw.get("writer"),
+                )
+            )
+        return cls(done=[DiskShipResult(**d) for d in raw.get("done", [])], in_progress=in_progress)
 
 
 @dataclass
@@ -96,6 +124,7 @@ class Shipper:
         metrics: SnapshipMetrics | None = None,
         on_checkpoint: Callable[[ShipCheckpoint], None] | None = None,
         cancel: threading.Event | None = None,
+        disks_in_parallel: int = 4,
     ) -> None:
         self.session = session
         self.vddk = vddk
@@ -108,10 +137,18 @@ class Shipper:
         self.cancel = cancel or threading.Event()
         self.progress = ShipProgress()
         self.started_snapshot_ids: list[str] = []
+        self.disks_in_parallel = max(1, disks_in_parallel)
+        self._cp_lock = threading.RLock()
+        self._done: dict[int, DiskShipResult] = {}
+        self._in_progress: dict[int, DiskCheckpoint] = {}
 
     def ship(self, inp: ShipInput, resume: ShipCheckpoint | None = None) -> list[DiskShipResult]:
+        """Ship every disk not yet done, up to `disks_in_parallel` at once.
+
+        One disk's permanent failure stops the others at their next block (each leaves a
+        checkpoint) and is what this raises; cancellation raises `UploadCancelled`.
+        """
         state = resume or ShipCheckpoint()
-        done = {d.device_key: d for d in state.done}
         for plan in inp.disks:
             with self.progress.lock:
                 self.progress.disks[plan.device_key] = DiskProgress(
@@ -120,24 +157,88 @@ class Shipper:
                     total_bytes=plan.capacity_bytes,
                     full_sync=plan.base_change_id is None,
                 )
-        for d in state.done:
+        keys = [p.device_key for p in inp.disks]
+        self._done = {d.device_key: d for d in state.done if d.device_key in keys}
+        # Resumed disks keep their position in every heartbeat until they report a newer one.
+        self._in_progress = {d.device_key: d for d in state.in_progress if d.device_key in keys}
+        for d in self._done.values():
             self.started_snapshot_ids.append(d.ebs_snapshot_id)
             with self.progress.lock:
-                p = self.progress.disks.get(d.device_key)
-                if p is not None:
-                    p.blocks_total = p.blocks_done = d.blocks_changed
-        for plan in inp.disks:
-            if plan.device_key in done:
-                continue
-            current = state if state.device_key == plan.device_key else None
-            result = self._ship_disk(inp, plan, current, list(done.values()))
-            done[plan.device_key] = result
-            self._checkpoint(ShipCheckpoint(done=list(done.values())))
-        return [done[p.device_key] for p in inp.disks]
+                p = self.progress.disks[d.device_key]
+                p.blocks_total = p.blocks_done = d.blocks_changed
+        pending = [p for p in inp.disks if p.device_key not in self._done]
+        if pending:
+            self._ship_concurrently(inp, pending, state)
+        return [self._done[k] for k in keys]
 
-    def _checkpoint(self, cp: ShipCheckpoint) -> None:
-        if self.on_checkpoint is not None:
-            self.on_checkpoint(cp)
+    def _ship_concurrently(
+        self, inp: ShipInput, pending: list[DiskShipPlan], state: ShipCheckpoint
+    ) -> None:
+        """Run one thread per disk (bounded); this thread relays cancellation and failures.
+
+        Writers watch `halt` rather than the caller's event, so a failed disk can stop its
+        siblings without pretending the run was cancelled."""
+        halt = threading.Event()
+        failures: list[BaseException] = []
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(self.disks_in_parallel, len(pending))),
+            thread_name_prefix="ship-disk",
+        ) as pool:
+            futures = [
+                pool.submit(
+                    contextvars.copy_context().run,
+                    self._ship_disk_keeping_position,
+                    inp,
+                    plan,
+                    state.disk(plan.device_key),
+                    halt,
+                )
+                for plan in pending
+            ]
+            running = set(futures)
+            while running:
+                finished, running = wait(running, timeout=0.2, return_when=FIRST_EXCEPTION)
+                for fut in finished:
+                    exc = fut.exception()
+                    if exc is not None and not isinstance(exc, UploadCancelled):
+                        failures.append(exc)
+                if failures or self.cancel.is_set():
+                    halt.set()
+            cancelled = [f.exception() for f in futures if f.exception() is not None]
+        if failures:
+            raise failures[0]
+        if cancelled or self.cancel.is_set():
+            raise UploadCancelled()
+
+    def _ship_disk_keeping_position(
+        self,
+        inp: ShipInput,
+        plan: DiskShipPlan,
+        resume: DiskCheckpoint | None,
+        halt: threading.Event,
+    ) -> None:
+        """`_ship_disk`, and on the way out of a failed or halted upload, heartbeat the exact
+        position the writer reached (its last periodic checkpoint may be older)."""
+        try:
+            self._ship_disk(inp, plan, resume, halt)
+        except (EbsCallError, UploadCancelled) as exc:
+            cp = exc.checkpoint
+            with self._cp_lock:
+                known = self._in_progress.get(plan.device_key)
+                if cp is not None and known is not None:
+                    self._in_progress[plan.device_key] = replace(known, writer=cp.to_dict())
+            self._checkpoint()
+            raise
+
+    def _checkpoint(self) -> None:
+        """Heartbeat the whole VM's position; built and sent under one lock so a newer
+        position is never overtaken by an older one from another disk's thread."""
+        with self._cp_lock:
+            cp = ShipCheckpoint(
+                done=list(self._done.values()), in_progress=list(self._in_progress.values())
+            )
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(cp)
 
     def _changed_blocks(self, inp: ShipInput, plan: DiskShipPlan, base: str) -> list[int]:
         extents = query_changed_areas(
@@ -154,9 +255,9 @@ class Shipper:
         self,
         inp: ShipInput,
         plan: DiskShipPlan,
-        resume: ShipCheckpoint | None,
-        done: list[DiskShipResult],
-    ) -> DiskShipResult:
+        resume: DiskCheckpoint | None,
+        halt: threading.Event,
+    ) -> None:
         full = plan.base_change_id is None
         parent = plan.parent_snapshot_id
         if resume is not None:
@@ -183,21 +284,17 @@ class Shipper:
             with self.progress.lock:
                 p.blocks_done = cp.counters.blocks_seen
                 p.bytes_shipped = cp.counters.bytes_sent
-            self._checkpoint(
-                ShipCheckpoint(
-                    done=done,
-                    device_key=plan.device_key,
-                    full_sync=full,
-                    parent_snapshot_id=parent,
-                    writer=cp.to_dict(),
+            with self._cp_lock:
+                self._in_progress[plan.device_key] = DiskCheckpoint(
+                    plan.device_key, full, parent, cp.to_dict()
                 )
-            )
+            self._checkpoint()
 
         writer = EbsSnapshotWriter(
             self.ebs,
             self.ec2,
             self.settings,
-            cancel=self.cancel,
+            cancel=halt,
             on_checkpoint=on_writer_checkpoint,
         )
         if resume is not None and resume.writer:
@@ -226,7 +323,8 @@ class Shipper:
                 tags=tags,
                 description=f"snapship {inp.vm_name} disk {plan.device_key} {inp.run_id}",
             )
-        self.started_snapshot_ids.append(upload.snapshot_id)
+        with self._cp_lock:
+            self.started_snapshot_ids.append(upload.snapshot_id)
         # Announce the snapshot id before the first block, so a crash right now still resumes.
         on_writer_checkpoint(upload.checkpoint())
         if upload.start_status != "completed":
@@ -256,7 +354,7 @@ class Shipper:
         with self.progress.lock:
             p.blocks_done = len(indices)
             p.bytes_shipped = c.bytes_sent
-        return DiskShipResult(
+        result = DiskShipResult(
             device_key=plan.device_key,
             disk_uuid=plan.disk_uuid,
             ebs_snapshot_id=upload.snapshot_id,
@@ -269,3 +367,7 @@ class Shipper:
             resumed_blocks=c.blocks_below_cursor,
             resent_blocks=c.blocks_resent_after_resume,
         )
+        with self._cp_lock:
+            self._done[plan.device_key] = result
+            self._in_progress.pop(plan.device_key, None)
+        self._checkpoint()
