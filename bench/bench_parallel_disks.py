@@ -66,7 +66,8 @@ async def bench(disk_mib: int, latency_ms: float, windows: list[int], work: Path
             for disk in range(DISKS):
                 for off in range(0, disk_mib * MIB, 32 * MIB):
                     length = min(32 * MIB, disk_mib * MIB - off)
-                    sb.sim.admin.write("multi", off, length=length, random_seed=off + disk, disk=disk)
+                    seed = off + disk
+                    sb.sim.admin.write("multi", off, length=length, random_seed=seed, disk=disk)
             sb.aws.admin.set_faults(latency_ms=latency_ms)
             for n, window in enumerate(windows):
                 sb.config.replication.ebs_concurrency = window

@@ -1,28 +1,22 @@
-"""One snapshot-shipping run driven below the workflow: the activities' vCenter steps and the
-Shipper the ship activity runs, against the sandbox, so a test or benchmark can interrupt an
+"""One snapshot-shipping run driven below the workflow: the vCenter steps the activities take and
+the Shipper the ship activity runs, against the sandbox, so a test or benchmark can interrupt an
 attempt at an observed point or compare ways of shipping in one process."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from activities.deps import WorkerDeps
-from activities.replication import ReplicationActivities
 from snapship.ebs.reader import read_snapshot
 from snapship.ebs.writer import EbsSnapshotWriter, WriterSettings
-from snapship.messages import (
-    CreateSnapshotInput,
-    DiskShipPlan,
-    EnsureCbtInput,
-    PreflightInput,
-    RemoveSnapshotInput,
-    ShipInput,
-    SnapshotInfo,
-)
+from snapship.messages import DiskAtSnapshot, DiskShipPlan, ShipInput, SnapshotInfo
 from snapship.shipping import Shipper, VddkEndpoint
+from snapship.vsphere import snapshots as vsnap
+from snapship.vsphere.cbt import ensure_cbt_active
 from tests.e2e.harness import Sandbox
 
 
@@ -32,21 +26,33 @@ class Run:
     def __init__(self, sb: Sandbox, vm: str, run_id: str) -> None:
         self.sb = sb
         self.deps = WorkerDeps(sb.config)
-        self.acts = ReplicationActivities(self.deps)
         self.exit = contextlib.ExitStack()
         self.session = self.exit.enter_context(self.deps.vcenter())
         inp = sb.vm_input(vm)
         self.sid = inp.source_server_id
         moref = inp.discovered.facts.moref if inp.discovered else ""
-        pre = self.acts.preflight(PreflightInput(self.sid, inp.vm_instance_uuid, run_id, moref))
-        self.acts.ensure_cbt(EnsureCbtInput(pre.vm_moref, self.sid))
-        self.snapshot: SnapshotInfo = self.acts.create_snapshot(
-            CreateSnapshotInput(self.sid, pre.vm_moref, f"{run_id}-a1")
+        ensure_cbt_active(self.session, moref, self.sid)
+        created = vsnap.create_snapshot(self.session, moref, self.sid, f"{run_id}-a1")
+        self.snapshot = SnapshotInfo(
+            snapshot_moref=created.snapshot_moref,
+            name=created.name,
+            created_at=datetime.now(UTC).isoformat(),
+            disks=[
+                DiskAtSnapshot(
+                    device_key=d.device_key,
+                    disk_uuid=d.backing_uuid or "",
+                    capacity_bytes=d.capacity_bytes,
+                    change_id=d.change_id or "",
+                    file_name=d.file_name or "",
+                    label=d.label,
+                )
+                for d in created.disks
+            ],
         )
         self.ship_input = ShipInput(
             source_server_id=self.sid,
             vm_name=vm,
-            vm_moref=pre.vm_moref,
+            vm_moref=moref,
             snapshot_moref=self.snapshot.snapshot_moref,
             run_id=run_id,
             group_id=f"{self.sid}/{run_id}-a1",
@@ -113,7 +119,5 @@ class Run:
             assert read_snapshot(aws.ebs, snapshot_id, len(want)) == want, f"disk {key} differs"
 
     def remove_snapshot(self) -> None:
-        self.acts.remove_snapshot(
-            RemoveSnapshotInput(self.ship_input.vm_moref, self.snapshot.snapshot_moref)
-        )
+        vsnap.remove_snapshot(self.session, self.snapshot.snapshot_moref)
         self.exit.close()
