@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snapship.appliance import DMI_PATH_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 STUB_TARBALL = (
     ROOT / "sandbox" / "vddk_stub" / "build" / "VMware-vix-disklib-7.0.3-stub.x86_64.tar.gz"
@@ -92,6 +94,8 @@ class Demo:
     writes: int = 0
     failures: list[str] = field(default_factory=list)
     codec_port: int = field(default_factory=free_port)
+    dmi_path: Path | None = None
+    appliance: str = ""
 
     # ------------------------------------------------------------ processes
 
@@ -101,6 +105,9 @@ class Demo:
             os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
         )
         env["SNAPSHIP_HOME"] = str(self.home)
+        if self.dmi_path is not None:
+            # The appliance VM's DMI table as its guest sees it (sandbox/appliance.py).
+            env[DMI_PATH_ENV] = str(self.dmi_path)
         return env
 
     def snapship(self, *argv: str, ok: tuple[int, ...] = (0,), show: bool = True) -> str:
@@ -153,8 +160,10 @@ class Demo:
                 "--port", str(self.temporal.port), "--ui-port", str(self.temporal.ui_port)]
 
     def install(self) -> None:
-        details = [self.sim.admin.vm(v["name"]) for v in self.sim.admin.vms()]
-        client_vm = next((v for v in details if v.get("snapship_client")), None)
+        """`snapship install` as a user types it: the client finds its own VM by itself."""
+        from sandbox.appliance import write_appliance_dmi
+
+        self.dmi_path = write_appliance_dmi(self.sim.admin, self.work / "appliance")
         # The least-privileged user the scenario offers for replication, else the admin.
         user = next((u for u in (REPLICATION_USER, ADMIN) if u in self.sim.users),
                     next(iter(self.sim.users)))
@@ -175,14 +184,19 @@ class Demo:
             "--temporal-ui-port", str(self.temporal.ui_port),
             "--replication-interval", str(self.interval),
         ]
-        if client_vm is not None:
-            argv += ["--client-vm-uuid", client_vm["instance_uuid"]]
         self.snapship(*argv)
         # Demo only: private ports for metrics and the codec server, so the demo never collides
         # with another snapship on this machine.
         from snapship.config import ClientConfig
 
         cfg = ClientConfig.load(self.home)
+        if self.dmi_path is not None:
+            self.appliance = next(
+                v["name"] for v in self.sim.admin.vms()
+                if self.sim.admin.vm(v["name"]).get("snapship_client")
+            )
+            if not cfg.client_vm_uuid:
+                self.failures.append(f"install did not find the appliance VM {self.appliance}")
         cfg.telemetry.metrics_port = free_port()
         cfg.telemetry.temporal_metrics_port = free_port()
         cfg.telemetry.codec_port = self.codec_port
@@ -393,7 +407,9 @@ def run_demo(demo: Demo, scenario: Path | dict[str, Any], hold: bool) -> int:
     demo.start_worker()
     demo.seed_guest_data()
     demo.snapship("discover", "--data-dir", str(demo.home))
-    demo.snapship("servers", "--discovered", "--data-dir", str(demo.home))
+    listed = demo.snapship("servers", "--discovered", "--data-dir", str(demo.home))
+    if demo.appliance and demo.appliance in listed.split():
+        demo.failures.append(f"discovery listed the appliance VM {demo.appliance}")
     out = demo.snapship("replicate", "start", "--all-discovered", "--interval",
                         str(demo.interval), "--data-dir", str(demo.home), ok=(0, 3))
     names = [line.split()[0] for line in out.splitlines() if " ok " in f" {line} "]

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from snapship.appliance import ClientVm, dmi_path, find_client_vm, read_product_uuid
 from snapship.config import CONFIG_FILE, SECRETS_FILE, ClientConfig, ConfigError
 from snapship.secrets import (
     AWS_ACCESS_KEY_ID,
@@ -95,6 +96,8 @@ class VcenterCheck:
     instance_uuid: str
     version: str
     full_name: str
+    client_vm: ClientVm | None = None
+    client_vm_note: str = ""
 
 
 @dataclass
@@ -296,9 +299,53 @@ def check_vcenter(req: InstallRequest) -> VcenterCheck:
             missing = missing_privileges(session)
             if missing:
                 raise MissingPrivileges(req.vcenter_user, missing)
+            check.client_vm, check.client_vm_note = locate_client_vm(
+                session.content, req.client_vm_uuid
+            )
     except VsphereError as exc:
         raise InstallError(str(exc)) from None
     return check
+
+
+def locate_client_vm(content: Any, given: str) -> tuple[ClientVm | None, str]:
+    """This client's own VM in vCenter, and a note when it could not be identified.
+
+    With `--client-vm-uuid` the VM is looked up by instance UUID, then BIOS UUID; without it,
+    by the DMI product UUID this machine exposes (snapship.appliance).
+    """
+    if given:
+        for instance in (True, False):
+            vm = content.searchIndex.FindByUuid(
+                datacenter=None, uuid=given, vmSearch=True, instanceUuid=instance
+            )
+            if vm is not None:
+                return (
+                    ClientVm(
+                        name=str(vm.name),
+                        instance_uuid=str(vm.config.instanceUuid),
+                        bios_uuid=str(vm.config.uuid),
+                        moref=str(vm._moId),
+                    ),
+                    "",
+                )
+        return None, (
+            f"no VM this vCenter user can see has UUID {given} (--client-vm-uuid); it is "
+            "recorded anyway and discovery leaves out a VM with that UUID"
+        )
+    path = dmi_path()
+    product_uuid = read_product_uuid(path)
+    if product_uuid is None:
+        return None, (
+            f"cannot read this machine's BIOS UUID from {path} (not a VM, or not run as "
+            "root), so the client's own VM is not known"
+        )
+    found = find_client_vm(content, product_uuid)
+    if found is None:
+        return None, (
+            f"no VM in vCenter has this machine's BIOS UUID {product_uuid} (from {path}); "
+            "is this client running on a VM of this vCenter?"
+        )
+    return found, ""
 
 
 def missing_privileges(session: Any) -> dict[str, list[str]]:
@@ -346,7 +393,11 @@ def check_existing_client(data_dir: Path, force: bool) -> ClientConfig | None:
 # ---------------------------------------------------------------- the install itself
 
 
-def validate(req: InstallRequest, log: Log = lambda _m: None) -> tuple[str, VcenterCheck, Any]:
+def validate(
+    req: InstallRequest,
+    log: Log = lambda _m: None,
+    ask_client_vm: Callable[[str], str] | None = None,
+) -> tuple[str, VcenterCheck, Any]:
     """Every check, cheapest first. Raises InstallError; writes nothing."""
     req.region = check_region(req.region)
     req.proxy_address = check_proxy(req.proxy_address)
@@ -372,13 +423,7 @@ def validate(req: InstallRequest, log: Log = lambda _m: None) -> tuple[str, Vcen
     parse_tags([f"{k}={v}" for k, v in req.vcenter_client_tags.items()], "--vcenter-client-tags")
     parse_tags([f"{k}={v}" for k, v in req.source_server_tags.items()], "--source-server-tags")
     if req.client_vm_uuid:
-        try:
-            req.client_vm_uuid = str(uuid.UUID(req.client_vm_uuid))
-        except ValueError:
-            raise InstallError(
-                f"--client-vm-uuid {req.client_vm_uuid!r} is not a UUID (the client VM's "
-                "instance UUID, config.instanceUuid)."
-            ) from None
+        req.client_vm_uuid = _client_vm_uuid(req.client_vm_uuid)
     log("Checking the VDDK tarball ...")
     vddk = check_vddk_tarball(req.vddk_path)
     check_existing_client(req.data_dir, req.force_delete_existing_client)
@@ -388,12 +433,69 @@ def validate(req: InstallRequest, log: Log = lambda _m: None) -> tuple[str, Vcen
     log(f"Connecting to vCenter {req.vcenter_host}:{req.vcenter_port} ...")
     vcenter = check_vcenter(req)
     log(f"  {vcenter.full_name}; all required privileges granted")
+    if vcenter.client_vm is not None:
+        req.client_vm_uuid = vcenter.client_vm.instance_uuid
+        log(f"  this client runs on VM {vcenter.client_vm.name} (instance UUID "
+            f"{req.client_vm_uuid}); discovery leaves it out")
+    elif not req.client_vm_uuid and ask_client_vm is not None:
+        log(f"  {vcenter.client_vm_note}")
+        answer = ask_client_vm(
+            "Instance UUID of this client's VM, to leave it out of discovery "
+            "(vCenter: VM > Summary > VM instance UUID; Enter to skip)"
+        ).strip()
+        if answer:
+            req.client_vm_uuid = _client_vm_uuid(answer)
+            vcenter.client_vm, vcenter.client_vm_note = _lookup_again(req)
+    if vcenter.client_vm is None:
+        note = vcenter.client_vm_note
+        if not req.client_vm_uuid:
+            note += "; discovery will list it: give --client-vm-uuid to leave it out"
+        log(f"  warning: {note}")
     return account_id, vcenter, vddk
 
 
-def install(req: InstallRequest, log: Log = lambda _m: None) -> InstallResult:
-    """Validate everything, then write the client atomically enough to never leave half of it."""
-    account_id, vcenter, _vddk = validate(req, log)
+def _client_vm_uuid(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InstallError(
+            f"--client-vm-uuid {value!r} is not a UUID (the client VM's instance UUID, "
+            "config.instanceUuid)."
+        ) from None
+
+
+def _lookup_again(req: InstallRequest) -> tuple[ClientVm | None, str]:
+    """Look up a UUID the user typed at the prompt (a second, short vCenter session)."""
+    from snapship.vsphere.errors import VsphereError
+    from snapship.vsphere.session import VcenterSession
+
+    session = VcenterSession(
+        req.vcenter_host,
+        req.vcenter_user,
+        req.vcenter_password,
+        port=req.vcenter_port,
+        ca_path=req.vcenter_ca_path or None,
+        disable_ssl_cert_validation=req.disable_ssl_cert_validation,
+        timeout_s=30.0,
+    )
+    try:
+        with session:
+            return locate_client_vm(session.content, req.client_vm_uuid)
+    except VsphereError as exc:
+        raise InstallError(str(exc)) from None
+
+
+def install(
+    req: InstallRequest,
+    log: Log = lambda _m: None,
+    ask_client_vm: Callable[[str], str] | None = None,
+) -> InstallResult:
+    """Validate everything, then write the client atomically enough to never leave half of it.
+
+    `ask_client_vm` is the prompt for the client VM's UUID when it cannot be found (None with
+    --no-prompt: the install then goes on with a warning).
+    """
+    account_id, vcenter, _vddk = validate(req, log, ask_client_vm)
     data_dir = req.data_dir.expanduser().resolve()
     old = check_existing_client(data_dir, req.force_delete_existing_client)
     old_codec_key = _old_codec_key(data_dir) if old is not None else None
@@ -473,6 +575,10 @@ def install(req: InstallRequest, log: Log = lambda _m: None) -> InstallResult:
         f"vCenter {req.vcenter_host} ({vcenter.full_name}), AWS account {account_id} "
         f"in {req.region}",
     ]
+    if vcenter.client_vm is not None:
+        messages.append(
+            f"client VM {vcenter.client_vm.name} ({req.client_vm_uuid}) is left out of discovery"
+        )
     return InstallResult(
         config=cfg,
         replaced_existing=old is not None,

@@ -129,7 +129,7 @@ class AdminApi:
             "host": vm.host.name if vm.host else None,
             "datastore": vm.datastore.name if vm.datastore else None, "cbt": vm.cbt,
             "cbt_active": vm.cbt_active, "busy": vm.busy, "template": vm.template,
-            "snapship_client": vm.client,
+            "snapship_client": vm.client, "hardware_version": vm.hw_version,
             "current_snapshot": vm.current.moref if vm.current else None,
             "snapshots": [snap(s) for s in vm.snapshots()],
             "disks": [{"key": d.key, "capacity": d.capacity, "backing": d.backing,

@@ -203,7 +203,11 @@ def request_from_args(
 def run(args: argparse.Namespace, ask: Ask = input, ask_secret: Ask = getpass.getpass) -> int:
     try:
         req = request_from_args(args, ask, ask_secret)
-        result = install(req, log=lambda m: print(m, flush=True))
+        result = install(
+            req,
+            log=lambda m: print(m, flush=True),
+            ask_client_vm=None if args.no_prompt else (lambda q: _prompt(ask, q)),
+        )
     except InstallError as exc:
         print(f"Installation failed: {exc}", file=sys.stderr)
         print("Nothing was changed.", file=sys.stderr)

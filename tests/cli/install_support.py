@@ -24,6 +24,10 @@ LIMITED_PW = "Backup-pw!"
 SECOND = "replicator@vsphere.local"
 SECOND_PW = "Second-pw!"
 
+APPLIANCE_INSTANCE_UUID = "5003e1a2-1111-4000-8000-00000000c11e"
+APPLIANCE_BIOS_UUID = "4203e1a2-2222-4000-8000-00000000c11e"
+APPLIANCE_DMI_UUID = "a2e10342-2222-0040-8000-00000000c11e"  # as Linux shows it
+
 REQUIRED = [
     "VirtualMachine.Config.DiskLease",
     "VirtualMachine.Config.ChangeTracking",
@@ -51,7 +55,14 @@ SCENARIO: dict[str, Any] = {
         "name": "dc1",
         "datastores": [{"name": "ds1", "type": "VMFS"}],
         "clusters": [{"name": "cl1", "hosts": ["esx1"]}],
-        "vms": [{"name": "web-01", "disks": [{"capacity_mib": 4}], "cbt": True}],
+        "vms": [
+            {"name": "web-01", "disks": [{"capacity_mib": 4}], "cbt": True},
+            # The client's own VM, on virtual hardware before 13: its guest sees the BIOS UUID
+            # with the first three fields byte-swapped (APPLIANCE_DMI_UUID).
+            {"name": "snapship-appliance", "snapship_client": True, "hardware_version": "vmx-11",
+             "instance_uuid": APPLIANCE_INSTANCE_UUID, "bios_uuid": APPLIANCE_BIOS_UUID,
+             "disks": [{"capacity_mib": 4}]},
+        ],
     }],
 }
 

@@ -127,6 +127,7 @@ def test_prompts_for_missing_values(
                                     "/VMware-vix-disklib-7.0.3-stub.x86_64.tar.gz"),
         "Resource tags for this client": "env=lab",
         "Resource tags for discovered": "wave=3 app=db",
+        "Instance UUID of this client's VM": "",  # this machine is no VM of the simulator
     }
     secrets = {"AWS Secret Access Key": aws.secret_access_key, "vCenter password": ADMIN_PW}
     asked: list[str] = []
