@@ -1,8 +1,10 @@
 """snapship's worker: the control task queue and one capped shipping task queue per vCenter.
 
-A shipping queue's worker slots ARE that vCenter's parallel cap (MGN: at most 50 VMs ship at
-once); VMs beyond it wait visibly as PENDING_SNAPSHOT_SHIPPING because their ship activity sits in
-the queue. A vCenter added with `snapship vcenter add` gets its queue polled within seconds.
+The parallel caps (MGN: at most 50 VMs of a vCenter ship at once, plus per-host and
+per-datastore disk caps) are counted by one permit coordinator workflow per vCenter
+(workflows/permits.py), so they hold across any number of these workers; a shipping queue's
+worker slots only bound this worker's own load. A vCenter added with `snapship vcenter add` gets
+its queue polled within seconds.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
 from activities.discovery import DiscoveryActivities
+from activities.permits import PermitActivities
 from activities.replication import ReplicationActivities
 from snapship import vcenters
 from snapship.codec import EncryptionCodec
 from snapship.codec_server import start_codec_server
 from snapship.config import MAX_SHIPPING_SLOTS, ClientConfig, ConfigError, default_data_dir
+from snapship.permit_messages import PermitLimits
 from snapship.runtime import connect_client, load_keyring
 from snapship.telemetry.logs import configure_logging
 from snapship.telemetry.metrics import (
@@ -34,6 +38,7 @@ from snapship.telemetry.metrics import (
     temporal_runtime,
 )
 from workflows.discovery import DiscoveryWorkflow
+from workflows.permits import PermitCoordinatorWorkflow
 from workflows.source_server import SourceServerWorkflow
 
 log = logging.getLogger("snapship.worker")
@@ -53,14 +58,36 @@ def shipping_queues(config: ClientConfig) -> dict[str, int]:
     }
 
 
+def permit_limits(config: ClientConfig, vcenter_id: str) -> PermitLimits:
+    """The limits a vCenter's permit coordinator starts with: the vCenter's cap (its own, else
+    the client's size as MGN sizes it), the rest from the configuration."""
+    rep = config.replication
+    try:
+        vc = vcenters.find_vcenter(config, vcenter_id)
+    except vcenters.UnknownVcenter:
+        vc = config.vcenter
+    return PermitLimits(
+        vcenter_vms=vcenters.shipping_slots(config, vc),
+        host_disks=rep.host_disk_cap,
+        datastore_disks=rep.datastore_disk_cap,
+        total_mbps=rep.total_mbps,
+        vm_mbps=rep.vm_mbps,
+        ebs_requests_per_second=rep.ebs_requests_per_second,
+        blackout_windows=list(rep.blackout_windows),
+    )
+
+
 def build_workers(client: Client, config: ClientConfig, deps: WorkerDeps) -> list[Worker]:
     replication = ReplicationActivities(deps)
     discovery = DiscoveryActivities(deps)
-    control_acts = [a for a in replication.all() if a != replication.ship] + discovery.all()
+    permits = PermitActivities(lambda vcenter_id: permit_limits(config, vcenter_id))
+    control_acts = (
+        [a for a in replication.all() if a != replication.ship] + discovery.all() + permits.all()
+    )
     control = Worker(
         client,
         task_queue=config.temporal.control_task_queue,
-        workflows=[SourceServerWorkflow, DiscoveryWorkflow],
+        workflows=[SourceServerWorkflow, DiscoveryWorkflow, PermitCoordinatorWorkflow],
         activities=control_acts,
         activity_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity"),
         max_concurrent_activities=32,

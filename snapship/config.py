@@ -93,6 +93,13 @@ class ReplicationDefaults:
     checkpoint_every_blocks: int = 256
     discovery_interval_seconds: int = 3600
     vddk_transport_modes: str = "nbdssl:nbd"
+    # Caps and budgets a vCenter's permit coordinator starts with (then `snapship limits`).
+    host_disk_cap: int = 8
+    datastore_disk_cap: int = 15
+    total_mbps: int = 0
+    vm_mbps: int = 0
+    ebs_requests_per_second: int = 1000
+    blackout_windows: list[str] = field(default_factory=list)
 
 
 @dataclass

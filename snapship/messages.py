@@ -219,6 +219,7 @@ class SourceServerStatus:
     next_run_at: str
     vanished: bool = False
     facts: VmFacts | None = None
+    waiting_for: str = ""  # which cap a VM queued for a permit waits for
 
 
 # ---------------------------------------------------------------- activities
@@ -313,6 +314,8 @@ class ShipInput:
     disks: list[DiskShipPlan]
     location: VmLocation | None = None
     vcenter_id: str = ""
+    permit_coordinator_id: str = ""  # where the shipping side asks for its budget share
+    permit_key: str = ""
 
 
 @dataclass

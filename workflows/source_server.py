@@ -54,6 +54,15 @@ with workflow.unsafe.imports_passed_through():
         SourceServerStatus,
         StartReplicationRequest,
     )
+    from snapship.permit_messages import (
+        PermitGrant,
+        PermitRelease,
+        PermitRequest,
+        PermitWaiting,
+        RequestPermitInput,
+        RunPriority,
+        coordinator_id,
+    )
     from snapship.states import DataReplicationState as DRS
     from snapship.states import LifeCycleState as LCS
     from snapship.states import ReplicationType
@@ -120,6 +129,8 @@ class SourceServerWorkflow:
         self._progress: list[DiskProgress] = []
         self._current_run_id = ""
         self._runs_this_execution = 0
+        self._granted: set[str] = set()
+        self._waiting_for = ""
 
     # ------------------------------------------------------------------ main loop
 
@@ -180,7 +191,9 @@ class SourceServerWorkflow:
 
     # ------------------------------------------------------------------ one run
 
-    async def _replication_run(self) -> None:
+    async def _replication_run(self, priority: RunPriority | None = None) -> None:
+        """One run; `priority` is its class in the permit queue (default: initial sync when
+        there is no chain yet, else incremental; a cutover passes CUTOVER_FINAL_SYNC)."""
         st = self._state
         st.run_counter += 1
         run_id = f"r{st.run_counter:06d}"
@@ -192,11 +205,13 @@ class SourceServerWorkflow:
         record = RunRecord(run_id=run_id, started_at=started.isoformat())
         st.runs = [*st.runs[-(MAX_RUN_RECORDS - 1):], record]
         first_sync = not st.chains
+        if priority is None:
+            priority = RunPriority.INITIAL_SYNC if first_sync else RunPriority.INCREMENTAL
         self._set(drs=DRS.INITIATING if first_sync else DRS.CREATING_SNAPSHOT)
         try:
             for attempt in range(1, MAX_MOVE_RETRIES + 1):
                 try:
-                    await self._attempt(run_id, attempt, record, first_sync)
+                    await self._attempt(run_id, attempt, record, priority)
                     break
                 except _RunDiscarded as moved:
                     st.notes = [*st.notes[-9:], f"{run_id}: {moved}; run discarded and retried"]
@@ -235,7 +250,7 @@ class SourceServerWorkflow:
         self._set(drs=drs)
 
     async def _attempt(
-        self, run_id: str, attempt: int, record: RunRecord, first_sync: bool
+        self, run_id: str, attempt: int, record: RunRecord, priority: RunPriority
     ) -> None:
         st = self._state
         sid = self._inp.source_server_id
@@ -266,6 +281,7 @@ class SourceServerWorkflow:
         if cbt.changed and st.chains:
             st.notes = [*st.notes[-9:], f"{run_id}: CBT was off and has been enabled; full resync"]
             st.chains = []
+        permit = await self._acquire_permit(f"{run_id}-a{attempt}", pre, priority)
         self._set(drs=DRS.CREATING_SNAPSHOT)
         snapshot: SnapshotInfo | None = None
         shipped: ShipResult | None = None
@@ -303,6 +319,8 @@ class SourceServerWorkflow:
                     disks=plans,
                     location=pre.location,
                     vcenter_id=self._inp.vcenter_uuid,
+                    permit_coordinator_id=self._coordinator_id(),
+                    permit_key=permit,
                 )
             )
             moved: LocationCheckResult = await workflow.execute_activity(
@@ -333,8 +351,10 @@ class SourceServerWorkflow:
                 )
             if snapshot is not None:
                 await self._remove_vmware_snapshot(pre.vm_moref, snapshot.snapshot_moref)
+            await self._release_permit(permit)
             raise
         await self._remove_vmware_snapshot(pre.vm_moref, snapshot.snapshot_moref)
+        await self._release_permit(permit)
         # Commit: only now does the replication point move forward.
         assert shipped is not None and snapshot is not None
         by_key = {d.device_key: d for d in snapshot.disks}
@@ -364,6 +384,64 @@ class SourceServerWorkflow:
                 **timeouts("snapship.apply_retention"),
                 retry_policy=VCENTER_RETRY,
             )
+
+    def _coordinator_id(self) -> str:
+        return coordinator_id(self._inp.vcenter_uuid)
+
+    async def _acquire_permit(self, key: str, pre: PreflightResult, priority: RunPriority) -> str:
+        """Wait for this run's permit (vCenter, host and datastore caps) before any snapshot
+        exists; a cancellation while waiting withdraws the request."""
+        facts = self._discovered.facts if self._discovered else None
+        host_label = facts.host_name if facts and facts.host == pre.location.host else ""
+        request = PermitRequest(
+            holder_id=self._inp.source_server_id,
+            request_key=key,
+            vm_name=self._vm_name(),
+            priority=int(priority),
+            host=pre.location.host,
+            host_label=host_label or pre.location.host,
+            disk_datastores=sorted(pre.location.disk_datastores.values())
+            or list(pre.location.datastores[:1]),
+            requested_at=workflow.now().isoformat(),
+        )
+        self._waiting_for = "waiting for a permit"
+        self._set(drs=DRS.PENDING_SNAPSHOT_SHIPPING)
+        try:
+            await workflow.execute_local_activity(
+                "snapship.request_permit",
+                RequestPermitInput(self._inp.vcenter_uuid, workflow.info().task_queue, request),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+            )
+            await workflow.wait_condition(lambda: key in self._granted)
+        except asyncio.CancelledError:
+            await self._release_permit(key)
+            raise
+        finally:
+            self._waiting_for = ""
+        return key
+
+    async def _release_permit(self, key: str) -> None:
+        """Give the permit back (or withdraw the request); finishes even while cancelled."""
+        self._granted.discard(key)
+        signal = asyncio.ensure_future(
+            workflow.get_external_workflow_handle(self._coordinator_id()).signal(
+                "release", PermitRelease(self._inp.source_server_id, key)
+            )
+        )
+        cancelled = False
+        while True:
+            try:
+                await asyncio.shield(signal)
+                break
+            except asyncio.CancelledError:
+                if signal.done():
+                    break
+                cancelled = True
+            except Exception:
+                break  # no coordinator: nothing is held there
+        if cancelled:
+            raise asyncio.CancelledError()
 
     async def _ship(self, inp: ShipInput) -> ShipResult:
         try:
@@ -522,6 +600,15 @@ class SourceServerWorkflow:
             first = not self._state.chains
             self._set(drs=DRS.INITIAL_SYNC if first else DRS.SHIPPING_SNAPSHOT)
 
+    @workflow.signal(name="permit_granted")
+    def permit_granted(self, grant: PermitGrant) -> None:
+        self._granted.add(grant.request_key)
+
+    @workflow.signal(name="permit_waiting")
+    def permit_waiting(self, waiting: PermitWaiting) -> None:
+        if waiting.request_key not in self._granted:
+            self._waiting_for = waiting.waiting_for
+
     @workflow.signal(name="shipping_progress")
     def shipping_progress(self, progress: ShippingProgress) -> None:
         if progress.run_id.startswith(self._current_run_id) and self._current_run_id:
@@ -665,4 +752,5 @@ class SourceServerWorkflow:
             next_run_at=st.next_run_at if st.replicating and not st.paused else "",
             vanished=found.vanished if found else False,
             facts=found.facts if found else None,
+            waiting_for=self._waiting_for,
         )

@@ -13,6 +13,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.permits import PermitActivities
 from snapship import search_attributes as sa
 from snapship.messages import (
     DiscoveredServer,
@@ -23,8 +24,10 @@ from snapship.messages import (
     StartReplicationRequest,
     VmFacts,
 )
+from snapship.permit_messages import PermitLimits
 from tests.workflows.fakes import FakeActivities, FakeDisk, FakeVm
 from tests.workflows.history_files import record_history
+from workflows.permits import PermitCoordinatorWorkflow
 from workflows.source_server import SourceServerWorkflow
 
 
@@ -44,9 +47,15 @@ async def running(
     control = f"control-{uuid.uuid4().hex[:8]}"
     shipping = f"shipping-{uuid.uuid4().hex[:8]}"
     acts = FakeActivities(vm).all()
+    permits = PermitActivities(lambda _vc: PermitLimits(vcenter_vms=50)).all()
     wf_id = f"snapship-test-{uuid.uuid4().hex[:12]}"
     async with (
-        Worker(client, task_queue=control, workflows=[SourceServerWorkflow], activities=acts),
+        Worker(
+            client,
+            task_queue=control,
+            workflows=[SourceServerWorkflow, PermitCoordinatorWorkflow],
+            activities=acts + permits,
+        ),
         Worker(
             client,
             task_queue=shipping,
@@ -59,7 +68,7 @@ async def running(
         inp = SourceServerInput(
             source_server_id=wf_id,
             vcenter_host="vcenter.local",
-            vcenter_uuid="vc-1",
+            vcenter_uuid=f"vc-{wf_id[-12:]}",
             vm_instance_uuid="i-1",
             vm_name="web-01",
             shipping_task_queue=shipping,
