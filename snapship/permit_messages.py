@@ -151,7 +151,7 @@ class CoordinatorInput:
 
 @dataclass
 class RequestPermitInput:
-    """The local activity's input: start the coordinator if needed and enqueue the request."""
+    """The request activity's input: start the coordinator if needed and enqueue the request."""
 
     vcenter_id: str
     task_queue: str  # where the coordinator runs: the control queue of the requesting VM

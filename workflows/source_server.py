@@ -407,7 +407,7 @@ class SourceServerWorkflow:
         self._waiting_for = "waiting for a permit"
         self._set(drs=DRS.PENDING_SNAPSHOT_SHIPPING)
         try:
-            await workflow.execute_local_activity(
+            await workflow.execute_activity(
                 "snapship.request_permit",
                 RequestPermitInput(self._inp.vcenter_uuid, workflow.info().task_queue, request),
                 start_to_close_timeout=timedelta(seconds=30),

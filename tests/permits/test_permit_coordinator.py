@@ -69,7 +69,7 @@ class FakePermitHolder:
             disk_datastores=["ds1"],
             requested_at=workflow.now().isoformat(),
         )
-        await workflow.execute_local_activity(
+        await workflow.execute_activity(
             "snapship.request_permit",
             RequestPermitInput(inp.vcenter_id, workflow.info().task_queue, request),
             start_to_close_timeout=timedelta(seconds=30),
