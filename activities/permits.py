@@ -52,6 +52,7 @@ class PermitActivities:
         client = activity.client()
         gone: list[str] = []
         for wf_id in inp.holder_ids:
+            activity.heartbeat()
             try:
                 desc = await client.get_workflow_handle(wf_id).describe()
             except RPCError as err:

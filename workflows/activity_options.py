@@ -45,6 +45,9 @@ TIMEOUTS: dict[str, Timeouts] = {
     "snapship.remove_snapshot": _t(timedelta(hours=1)),
     "snapship.apply_retention": _t(timedelta(minutes=30)),
     "discover_source_servers": _t(timedelta(hours=2), DISCOVERY_HEARTBEAT),
+    # One signal-with-start RPC; one describe per holder (it beats after each).
+    "snapship.request_permit": _t(timedelta(seconds=30)),
+    "snapship.permit_holders_alive": _t(timedelta(minutes=2)),
 }
 
 

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         coordinator_id,
     )
     from snapship.permits import blackout_until, parse_window, plan_grants, shares, usage
+    from workflows.activity_options import timeouts
 
 
 LIVENESS_EVERY = timedelta(seconds=10)
@@ -169,7 +170,7 @@ class PermitCoordinatorWorkflow:
             "snapship.permit_holders_alive",
             LivenessInput(ids),
             result_type=LivenessResult,
-            start_to_close_timeout=timedelta(seconds=60),
+            **timeouts("snapship.permit_holders_alive"),
             retry_policy=RetryPolicy(maximum_attempts=3),
         )
         gone = set(result.gone)

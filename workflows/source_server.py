@@ -410,7 +410,7 @@ class SourceServerWorkflow:
             await workflow.execute_activity(
                 "snapship.request_permit",
                 RequestPermitInput(self._inp.vcenter_uuid, workflow.info().task_queue, request),
-                start_to_close_timeout=timedelta(seconds=30),
+                **timeouts("snapship.request_permit"),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
             )
             await workflow.wait_condition(lambda: key in self._granted)
