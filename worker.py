@@ -155,7 +155,7 @@ async def watch_vcenters(
     config: ClientConfig,
     deps: WorkerDeps,
     workers: list[Worker],
-    every_s: float = VCENTER_WATCH_S,
+    every_s: float | None = None,
 ) -> None:
     """Start polling the shipping queue of a vCenter added while the worker runs (`snapship
     vcenter add`), so adding a vCenter needs no worker restart. A removed vCenter's queue keeps
@@ -164,7 +164,7 @@ async def watch_vcenters(
     replication: ReplicationActivities | None = None
     running: list[asyncio.Task[None]] = []  # run_worker shuts the workers down
     while True:
-        await asyncio.sleep(every_s)
+        await asyncio.sleep(every_s if every_s is not None else VCENTER_WATCH_S)
         try:
             fresh = ClientConfig.load(Path(config.data_dir))
         except Exception as err:  # a config being rewritten: look again next time

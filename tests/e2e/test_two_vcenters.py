@@ -4,6 +4,7 @@ its own cap, every replica byte-identical to its VMware snapshot.
 One worker, one local AWS, one Temporal; the second vCenter has its own user, password, CA,
 state directory (the stub VDDK serves both through a ':'-list) and a cap different from the
 first's, so a cap shared between them, or one vCenter's credentials used for the other, fails.
+It is added (as `snapship vcenter add` adds it) while the worker runs, which must pick it up.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 import activities.replication as replication
+import worker
 from sandbox.aws.testing import start_local_aws
 from sandbox.vcsim.testing import SimulatorHandle, start_simulator
-from snapship import vcenters
 from snapship.cli.discover import run_discovery
 from snapship.config import VcenterSettings, source_server_id
 from snapship.messages import ShipInput, StartReplicationRequest
 from snapship.runtime import connect_client
-from snapship.secrets import SecretStore
+from snapship.secrets import Secret
+from snapship.vcenter_admin import AddVcenterRequest, add_vcenter
 from tests.e2e.harness import Sandbox, make_config, runs_ok, scenario, wait_status
 from worker import run_worker
 from workflows.source_server import SourceServerWorkflow
@@ -70,16 +72,15 @@ def second_scenario(vms: list[str]) -> dict[str, Any]:
 
 
 def add_second(config: Any, sim: SimulatorHandle) -> VcenterSettings:
-    uuid = sim.simulator.instance_uuid.lower()
-    vc = VcenterSettings(
-        host=sim.host, port=sim.port, user=SECOND_USER, ca_path=str(sim.ca_path),
-        instance_uuid=uuid, version="8.0", name="berlin",
-        password_secret=vcenters.password_secret_name(uuid), shipping_slots=CAP_SECOND,
+    """What `snapship vcenter add` does (connection, CA, privileges checked), while the worker
+    runs: the worker must pick the new vCenter up without a restart."""
+    return add_vcenter(
+        config,
+        AddVcenterRequest(
+            host=sim.host, port=sim.port, user=SECOND_USER, password=Secret(SECOND_PASSWORD),
+            ca_path=str(sim.ca_path), name="berlin", shipping_slots=CAP_SECOND,
+        ),
     )
-    config.vcenters.append(vc)
-    config.save()
-    SecretStore(config.secrets_path).set(vc.password_secret, SECOND_PASSWORD)
-    return vc
 
 
 async def test_two_vcenters_discovered_replicated_each_under_its_own_cap(
@@ -108,10 +109,12 @@ async def test_two_vcenters_discovered_replicated_each_under_its_own_cap(
         config = make_config(tmp_path / "client", sim_a, aws, address, CAP_FIRST)
         config.vcenter.instance_uuid = sim_a.simulator.instance_uuid.lower()
         config.save()
-        second = add_second(config, sim_b)
-        assert sim_a.simulator.instance_uuid != sim_b.simulator.instance_uuid
         client = await connect_client(config)
+        monkeypatch.setattr(worker, "VCENTER_WATCH_S", 0.5)
         task = asyncio.create_task(run_worker(config, stop, metrics=False))
+        second = add_second(config, sim_b)
+        assert second.instance_uuid == sim_b.simulator.instance_uuid.lower()
+        assert sim_a.simulator.instance_uuid != sim_b.simulator.instance_uuid
 
         # Both discovered, each under its own vCenter's identity.
         first_result = await run_discovery(client, config)
