@@ -184,11 +184,14 @@ async def watch_vcenters(
 async def watch_shipping_queue(client: Client, config: ClientConfig, deps: WorkerDeps) -> None:
     """Keep the `shipping_waiting` gauge current from the same search attribute the console
     shows (only the workflows know they are queued; the worker only sees running slots)."""
-    query = (
-        f"SnapshipDataReplicationState = 'PENDING_SNAPSHOT_SHIPPING' "
-        f"AND SnapshipVcenterHost = '{config.vcenter.host}'"
-    )
     while True:
+        # Every vCenter of the client, as `snapship servers` counts them (re-read: one may be
+        # added while the worker runs).
+        host, extra = vcenters.visibility_scope(deps.config, None)
+        parts = ["SnapshipDataReplicationState = 'PENDING_SNAPSHOT_SHIPPING'", *extra]
+        if host:
+            parts.append(f"SnapshipVcenterHost = '{host}'")
+        query = " AND ".join(parts)
         try:
             waiting = (await client.count_workflows(query)).count
             deps.metrics.shipping_waiting.set(waiting)

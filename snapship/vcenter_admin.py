@@ -152,30 +152,9 @@ async def replicating_rows(
     client: Client, cfg: ClientConfig, vc: VcenterSettings
 ) -> list[console.ServerRow]:
     """The vCenter's source servers whose replication is running, paused or stalled."""
-    host, extra = vcenters_scope(cfg, vc)
+    host, extra = vcenters.visibility_scope(cfg, vc)
     rows = await console.list_rows(client, console.VIEW_ALL, host, extra=extra)
     return [r for r in rows if r.data_replication_state not in NOT_REPLICATING]
-
-
-def vcenters_scope(cfg: ClientConfig, vc: VcenterSettings | None) -> tuple[str, list[str]]:
-    """Visibility filter of one vCenter's servers, or (None) of every vCenter of the client.
-
-    A single-vCenter client keeps today's filter (the vCenter host) so workflows started before
-    several vCenters existed stay listed; otherwise servers are told apart by the vCenter id
-    their workflow id starts with, since two vCenters may share a host name.
-    """
-    if vc is None:
-        if not cfg.vcenters:
-            return cfg.vcenter.host, []
-        clauses = [
-            f"WorkflowId STARTS_WITH '{vcenters.workflow_id_prefix(v)}'"
-            for v in vcenters.all_vcenters(cfg)
-            if vcenters.vcenter_id(v)
-        ]
-        return "", [f"({' OR '.join(clauses)})"] if clauses else []
-    if not vcenters.vcenter_id(vc):
-        return vc.host, []
-    return vc.host, [f"WorkflowId STARTS_WITH '{vcenters.workflow_id_prefix(vc)}'"]
 
 
 async def remove_vcenter(

@@ -104,3 +104,24 @@ def discovery_interval_seconds(cfg: ClientConfig, vc: VcenterSettings) -> int:
 def workflow_id_prefix(vc: VcenterSettings) -> str:
     """Every source-server workflow of this vCenter starts with it."""
     return source_server_id(vcenter_id(vc), "")
+
+
+def visibility_scope(cfg: ClientConfig, vc: VcenterSettings | None) -> tuple[str, list[str]]:
+    """Visibility filter of one vCenter's servers, or (None) of every vCenter of the client.
+
+    A single-vCenter client keeps today's filter (the vCenter host) so workflows started before
+    several vCenters existed stay listed; otherwise servers are told apart by the vCenter id
+    their workflow id starts with, since two vCenters may share a host name.
+    """
+    if vc is None:
+        if not cfg.vcenters:
+            return cfg.vcenter.host, []
+        clauses = [
+            f"WorkflowId STARTS_WITH '{workflow_id_prefix(v)}'"
+            for v in all_vcenters(cfg)
+            if vcenter_id(v)
+        ]
+        return "", [f"({' OR '.join(clauses)})"] if clauses else []
+    if not vcenter_id(vc):
+        return vc.host, []
+    return vc.host, [f"WorkflowId STARTS_WITH '{workflow_id_prefix(vc)}'"]

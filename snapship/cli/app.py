@@ -113,14 +113,13 @@ def _view(args: argparse.Namespace) -> str:
 
 def _scope(cfg: ClientConfig, args: argparse.Namespace) -> tuple[str, list[str]]:
     """The visibility filter of `--vcenter` (default: every vCenter of the client)."""
-    from snapship.vcenter_admin import vcenters_scope
-    from snapship.vcenters import UnknownVcenter, find_vcenter
+    from snapship.vcenters import UnknownVcenter, find_vcenter, visibility_scope
 
     key = getattr(args, "vcenter", None)
     if not key:
-        return vcenters_scope(cfg, None)
+        return visibility_scope(cfg, None)
     try:
-        return vcenters_scope(cfg, find_vcenter(cfg, key, strict=True))
+        return visibility_scope(cfg, find_vcenter(cfg, key, strict=True))
     except UnknownVcenter as exc:
         raise CliError(str(exc)) from None
 

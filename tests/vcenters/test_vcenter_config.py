@@ -112,3 +112,19 @@ def test_worker_deps_resolves_each_vcenter_and_refuses_a_removed_one(tmp_path: P
         deps.vcenter_settings(SECOND_UUID.lower())
     assert err.value.non_retryable
     assert "\n" not in str(err.value) and "vc3.example" in str(err.value)
+
+
+def test_visibility_scope_keeps_single_clients_by_host_and_tells_several_apart_by_id(
+    tmp_path: Path,
+) -> None:
+    cfg = two_vcenters(tmp_path)
+    single = ClientConfig(data_dir=str(tmp_path), vcenter=cfg.vcenter)
+    assert vcenters.visibility_scope(single, None) == ("vc1.example", [])
+    host, extra = vcenters.visibility_scope(cfg, None)
+    assert host == "" and extra == [
+        f"(WorkflowId STARTS_WITH 'snapship-{FIRST_UUID}-' OR "
+        f"WorkflowId STARTS_WITH 'snapship-{SECOND_UUID.lower()}-')"
+    ]
+    assert vcenters.visibility_scope(cfg, cfg.vcenters[0]) == (
+        "vc2.example", [f"WorkflowId STARTS_WITH 'snapship-{SECOND_UUID.lower()}-'"]
+    )
