@@ -1,5 +1,6 @@
 """Two vCenters (two simulators) in one deployment: both discovered, both replicate, each under
-its own cap, every replica byte-identical to its VMware snapshot.
+its own cap, every replica byte-identical to its VMware snapshot; removing one keeps its
+replicas and adding it back restores its servers' identity.
 
 One worker, one local AWS, one Temporal; the second vCenter has its own user, password, CA,
 state directory (the stub VDDK serves both through a ':'-list) and a cap different from the
@@ -24,11 +25,12 @@ import worker
 from sandbox.aws.testing import start_local_aws
 from sandbox.vcsim.testing import SimulatorHandle, start_simulator
 from snapship.cli.discover import run_discovery
-from snapship.config import VcenterSettings, source_server_id
+from snapship.config import ClientConfig, VcenterSettings, source_server_id
+from snapship.ebs.groups import describe_group
 from snapship.messages import ShipInput, StartReplicationRequest
 from snapship.runtime import connect_client
 from snapship.secrets import Secret
-from snapship.vcenter_admin import AddVcenterRequest, add_vcenter
+from snapship.vcenter_admin import AddVcenterRequest, add_vcenter, remove_vcenter
 from tests.e2e.harness import Sandbox, make_config, runs_ok, scenario, wait_status
 from worker import run_worker
 from workflows.source_server import SourceServerWorkflow
@@ -163,6 +165,27 @@ async def test_two_vcenters_discovered_replicated_each_under_its_own_cap(
             # Nothing left behind in either vCenter.
             for name in names:
                 assert sim.admin.vm(name).get("snapshots", []) == [], name
+
+        # Removing the second vCenter while its servers replicate (stopped first) keeps every
+        # replica; adding it again brings its servers back under their old identity.
+        removed = await remove_vcenter(client, config, "berlin", stop_replication=True)
+        assert removed.instance_uuid == second.instance_uuid
+        assert ClientConfig.load(Path(config.data_dir)).vcenters == []
+        ec2 = Sandbox(sim_b, aws, config, client).aws_clients().ec2
+        for name in VMS_SECOND:
+            st = await handles[name].query(SourceServerWorkflow.status)
+            assert st.data_replication_state == "STOPPED" and not st.replicating, name
+            assert st.last_group_id == statuses[name].last_group_id
+            group = describe_group(ec2, st.last_group_id)
+            assert group is not None and group.complete, name
+            assert sim_b.admin.vm(name).get("snapshots", []) == [], name
+        again = add_second(config, sim_b)
+        rediscovered = await run_discovery(client, config, vc=again)
+        assert rediscovered is not None
+        assert (rediscovered.upserted, rediscovered.vanished) == (4, 0)
+        for name in VMS_SECOND:
+            st = await handles[name].query(SourceServerWorkflow.status)
+            assert st.last_group_id == statuses[name].last_group_id, name
     finally:
         stop.set()
         if task is not None:
