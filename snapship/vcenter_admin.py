@@ -1,4 +1,4 @@
-"""Adding and removing a further vCenter of the client (`snapship vcenter add|remove`).
+"""Adding, changing and removing a vCenter of the client (`snapship vcenter add|update|remove`).
 
 Adding checks what install checks (port, CA file, TLS, login, version, privileges at the root:
 `snapship.install.check_vcenter`, reused rather than copied) and refuses a vCenter the client
@@ -14,6 +14,7 @@ adding the same vCenter again brings its servers back under their old identity.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,15 +62,7 @@ def _check_inputs(cfg: ClientConfig, req: AddVcenterRequest) -> None:
         raise VcenterAdminError(
             "--ca-path and --disable-ssl-cert-validation contradict each other; give one of them."
         )
-    if not 0 <= req.shipping_slots <= MAX_SHIPPING_SLOTS:
-        raise VcenterAdminError(
-            f"--max-shipping {req.shipping_slots} is outside 1-{MAX_SHIPPING_SLOTS} "
-            "(VMware sends data for at most 50 servers at once)."
-        )
-    if req.discovery_interval_seconds and req.discovery_interval_seconds < MIN_DISCOVERY_INTERVAL_S:
-        raise VcenterAdminError(
-            f"--discovery-interval must be at least {MIN_DISCOVERY_INTERVAL_S} seconds."
-        )
+    _check_limits(req.shipping_slots, req.discovery_interval_seconds)
     for vc in vcenters.all_vcenters(cfg):
         if (vc.host.lower(), vc.port) == (req.host.strip().lower(), req.port):
             raise VcenterAdminError(
@@ -89,21 +82,11 @@ def add_vcenter(cfg: ClientConfig, req: AddVcenterRequest, log: Log = lambda _m:
         check_port(req.port, "--port")
         ca_path = check_ca_file(req.ca_path)
         log(f"Connecting to vCenter {req.host}:{req.port} ...")
-        check = check_vcenter(
-            InstallRequest(
-                data_dir=Path(cfg.data_dir),
-                aws_access_key_id="",
-                aws_secret_access_key=Secret(""),
-                region="",
-                vcenter_host=req.host.strip(),
-                vcenter_user=req.user.strip(),
-                vcenter_password=req.password,
-                vddk_path="",
-                vcenter_port=req.port,
-                vcenter_ca_path=ca_path,
-                disable_ssl_cert_validation=req.disable_ssl_cert_validation,
-            )
+        target = VcenterSettings(
+            host=req.host.strip(), port=req.port, user=req.user.strip(), ca_path=ca_path,
+            disable_ssl_cert_validation=req.disable_ssl_cert_validation,
         )
+        check = check_vcenter(_install_request(cfg, target, req.password))
     except InstallError as exc:
         raise VcenterAdminError(str(exc).replace("--vcenter-", "--")) from None
     uuid = check.instance_uuid.lower()
@@ -146,6 +129,106 @@ def find_added(cfg: ClientConfig, key: str) -> VcenterSettings:
             "cannot be removed (reinstall the client to replace it)."
         )
     return vc
+
+
+@dataclass
+class UpdateVcenterRequest:
+    """What to change; None leaves a setting as it is."""
+
+    user: str | None = None
+    password: Secret | None = None
+    ca_path: str | None = None
+    disable_ssl_cert_validation: bool | None = None
+    shipping_slots: int | None = None
+    discovery_interval_seconds: int | None = None
+
+    def touches_connection(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.user, self.password, self.ca_path, self.disable_ssl_cert_validation)
+        )
+
+
+def update_vcenter(
+    cfg: ClientConfig, key: str, req: UpdateVcenterRequest, log: Log = lambda _m: None
+) -> VcenterSettings:
+    """Change a vCenter's credentials, CA, cap or discovery interval.
+
+    New connection details are tried first (install's checks, and the same instanceUuid); on any
+    failure nothing changes and the message starts with MGN's sentence for it.
+    """
+    from snapship.cli.credentials import FAILURE_MESSAGE
+
+    try:
+        vc = vcenters.find_vcenter(cfg, key, strict=True)
+    except vcenters.UnknownVcenter as exc:
+        raise VcenterAdminError(str(exc)) from None
+    new = dataclasses.replace(vc)
+    if req.user is not None:
+        new.user = req.user.strip()
+    if req.ca_path is not None:
+        new.ca_path = req.ca_path
+        new.disable_ssl_cert_validation = False
+    if req.disable_ssl_cert_validation:
+        new.ca_path = ""
+        new.disable_ssl_cert_validation = True
+    if req.shipping_slots is not None:
+        new.shipping_slots = req.shipping_slots
+    if req.discovery_interval_seconds is not None:
+        new.discovery_interval_seconds = req.discovery_interval_seconds
+    _check_limits(new.shipping_slots, new.discovery_interval_seconds)
+    store = SecretStore(cfg.secrets_path)
+    secret = vcenters.password_secret(cfg, vc)
+    if req.touches_connection():
+        password = req.password if req.password is not None else store.require(secret)
+        try:
+            new.ca_path = check_ca_file(new.ca_path)
+            log(f"Testing the new connection details against {vcenters.display_name(vc)} ...")
+            check = check_vcenter(_install_request(cfg, new, password))
+        except InstallError as exc:
+            raise VcenterAdminError(f"{FAILURE_MESSAGE} Reason: {exc}") from None
+        if vc.instance_uuid and check.instance_uuid.lower() != vc.instance_uuid.lower():
+            raise VcenterAdminError(
+                f"{FAILURE_MESSAGE} Reason: {vc.host} answered as another vCenter "
+                f"({check.instance_uuid}, expected {vc.instance_uuid})."
+            )
+        if req.password is not None:
+            store.set(secret, req.password)
+    if vcenters.is_first(cfg, vc):
+        cfg.vcenter = new
+    else:
+        cfg.vcenters = [new if v == vc else v for v in cfg.vcenters]
+    cfg.save()
+    return new
+
+
+def _check_limits(shipping_slots: int, discovery_interval_seconds: int) -> None:
+    if not 0 <= shipping_slots <= MAX_SHIPPING_SLOTS:
+        raise VcenterAdminError(
+            f"--max-shipping {shipping_slots} is outside 1-{MAX_SHIPPING_SLOTS} "
+            "(VMware sends data for at most 50 servers at once)."
+        )
+    if discovery_interval_seconds and discovery_interval_seconds < MIN_DISCOVERY_INTERVAL_S:
+        raise VcenterAdminError(
+            f"--discovery-interval must be at least {MIN_DISCOVERY_INTERVAL_S} seconds."
+        )
+
+
+def _install_request(cfg: ClientConfig, vc: VcenterSettings, password: Secret) -> InstallRequest:
+    """Install's request with only the vCenter part filled: check_vcenter reads nothing else."""
+    return InstallRequest(
+        data_dir=Path(cfg.data_dir),
+        aws_access_key_id="",
+        aws_secret_access_key=Secret(""),
+        region="",
+        vcenter_host=vc.host,
+        vcenter_user=vc.user,
+        vcenter_password=password,
+        vddk_path="",
+        vcenter_port=vc.port,
+        vcenter_ca_path=vc.ca_path,
+        disable_ssl_cert_validation=vc.disable_ssl_cert_validation,
+    )
 
 
 async def replicating_rows(

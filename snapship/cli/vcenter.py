@@ -1,4 +1,4 @@
-"""`snapship vcenter add|remove|list`: several vCenters in one client.
+"""`snapship vcenter add|update|remove|list`: several vCenters in one client.
 
 MGN allows one vCenter client per AWS account; snapship lets one deployment replicate from
 several. The vCenter given to `snapship install` is the first; these commands add further ones,
@@ -19,13 +19,20 @@ from typing import Any
 from snapship import vcenters
 from snapship.config import ClientConfig, VcenterSettings
 from snapship.secrets import Secret
-from snapship.vcenter_admin import AddVcenterRequest, VcenterAdminError, add_vcenter, remove_vcenter
+from snapship.vcenter_admin import (
+    AddVcenterRequest,
+    UpdateVcenterRequest,
+    VcenterAdminError,
+    add_vcenter,
+    remove_vcenter,
+    update_vcenter,
+)
 
 Ask = Callable[[str], str]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="vcenter_cmd", metavar="add|remove|list")
+    sub = p.add_subparsers(dest="vcenter_cmd", metavar="add|update|remove|list")
     sub.required = True
     add = sub.add_parser("add", help="add a vCenter (connection and privileges tested first)")
     add.add_argument("--host", required=True, help="vCenter host name or address")
@@ -43,13 +50,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="seconds between discovery passes (default: the client's)")
     add.add_argument("--no-schedule", action="store_true",
                      help="do not create its discovery schedule now")
+    up = sub.add_parser("update", help="change a vCenter's credentials, CA, cap or discovery "
+                        "interval (new connection details are tested first)")
+    up.add_argument("vcenter", metavar="NAME|ID|HOST", help="which vCenter")
+    up.add_argument("--user", default=None, help="new vCenter user name")
+    up.add_argument("--password", default=None, help="new vCenter password")
+    up.add_argument("--ask-password", action="store_true", help="prompt for a new password")
+    up_tls = up.add_mutually_exclusive_group()
+    up_tls.add_argument("--ca-path", default=None, help="new PEM file of the vCenter's root CA")
+    up_tls.add_argument("--disable-ssl-cert-validation", action="store_true", default=None,
+                        help="stop verifying the vCenter's certificate")
+    up.add_argument("--max-shipping", type=int, default=None, metavar="N",
+                    help="at most N of its VMs ship at once (0: the client's cap)")
+    up.add_argument("--discovery-interval", type=int, default=None, metavar="SECONDS",
+                    help="seconds between discovery passes (0: the client's)")
     rm = sub.add_parser("remove", help="remove an added vCenter (its replicas stay)")
     rm.add_argument("vcenter", metavar="NAME|ID|HOST", help="which vCenter")
     rm.add_argument("--stop-replication", action="store_true",
                     help="stop replication of its servers first instead of refusing")
     ls = sub.add_parser("list", help="the client's vCenters")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
-    for each in (add, rm, ls):
+    for each in (add, up, rm, ls):
         # SUPPRESS: a value given before the sub-command must not be reset by its default.
         each.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS)
 
@@ -100,6 +121,8 @@ async def run(
             return 0
         if args.vcenter_cmd == "add":
             return await _add(args, cfg, connect, ask_secret)
+        if args.vcenter_cmd == "update":
+            return await _update(args, cfg, connect, ask_secret)
         client = await connect(cfg)
         if args.stop_replication:
             from snapship.cli.worker_check import NoWorkerError, require_worker
@@ -157,4 +180,43 @@ async def _add(
             print(f"The discovery schedule was not created ({exc}); "
                   f"`snapship discover --vcenter {name}` creates it.", file=sys.stderr)
     print(f"Discover its VMs now with `snapship discover --vcenter {name}`.")
+    return 0
+
+
+async def _update(
+    args: argparse.Namespace,
+    cfg: ClientConfig,
+    connect: Callable[[ClientConfig], Any],
+    ask_secret: Ask,
+) -> int:
+    password = args.password
+    if password is None and args.ask_password:
+        try:
+            password = ask_secret("New vCenter password: ")
+        except (EOFError, KeyboardInterrupt):
+            print("\nCancelled; the configuration was not changed.", file=sys.stderr)
+            return 2
+    req = UpdateVcenterRequest(
+        user=args.user, password=Secret(password) if password is not None else None,
+        ca_path=args.ca_path, disable_ssl_cert_validation=args.disable_ssl_cert_validation,
+        shipping_slots=args.max_shipping, discovery_interval_seconds=args.discovery_interval,
+    )
+    vc = update_vcenter(cfg, args.vcenter, req, log=lambda m: print(m, flush=True))
+    name = vcenters.display_name(vc)
+    print(f"vCenter {name} was updated. The worker uses new connection details from its next "
+          "vCenter session; no restart is needed.")
+    if args.max_shipping is not None:
+        print(f"At most {vcenters.shipping_slots(cfg, vc)} of its VMs ship at once from the next "
+              "worker start (the running worker keeps its shipping slots).")
+    if args.discovery_interval is not None:
+        from snapship.cli import discover
+
+        try:
+            client = await connect(cfg)
+            await discover.ensure_discovery_schedule(client, cfg, vc)
+            print(f"Discovery schedule '{vcenters.discovery_schedule_id(cfg, vc)}' now runs every "
+                  f"{vcenters.discovery_interval_seconds(cfg, vc)}s.")
+        except Exception as exc:  # saved anyway; `snapship discover` brings the schedule in line
+            print(f"The discovery schedule was not updated ({exc}); "
+                  f"`snapship discover --vcenter {name} --schedule` updates it.", file=sys.stderr)
     return 0

@@ -156,6 +156,23 @@ async def test_add_tests_the_vcenter_then_records_it_with_its_own_secret_and_sch
         assert [v["name"] for v in listed] == [cfg.vcenter.host, "berlin"]
         assert listed[1]["max_shipping"] == 3 and listed[1]["discovery_schedule"] == schedule_id
         assert all(ADMIN_PW not in json.dumps(v) for v in listed)
+
+        # Update: new connection details are tested first; a failure changes nothing.
+        up = ["vcenter", "update", "berlin", "--data-dir", cfg.data_dir]
+        secrets_before = saved.secrets_path.read_bytes()
+        await refused([*up, "--password", "wrong"], "will not be applied")
+        await refused([*up, "--user", LIMITED, "--password", LIMITED_PW],
+                      "Toggle disk change tracking")
+        assert saved.secrets_path.read_bytes() == secrets_before
+        code, out, err = await run_cli(
+            [*up, "--user", ADMIN, "--password", ADMIN_PW, "--max-shipping", "5",
+             "--discovery-interval", "900"], capsys)
+        assert code == 0, err
+        (updated,) = ClientConfig.load(Path(cfg.data_dir)).vcenters
+        assert (updated.shipping_slots, updated.discovery_interval_seconds) == (5, 900)
+        assert updated.instance_uuid == vc_uuid and updated.ca_path == added.ca_path
+        desc = await fake_connect.get_schedule_handle(schedule_id).describe()
+        assert desc.schedule.spec.intervals[0].every.total_seconds() == 900
     finally:
         await fake_connect.get_schedule_handle(schedule_id).delete()
 
