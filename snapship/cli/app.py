@@ -172,7 +172,9 @@ async def _servers(args: argparse.Namespace) -> int:
         }[_view(args)]
         print(hint)
         return EXIT_OK
-    print(render.servers_table(selection.rows))
+    from snapship.cli.vcenter import servers_tables
+
+    print(servers_tables(cfg, selection.rows))
     print(f"\n{len(selection.rows)} source server(s) ({_view(args)})")
     if missing:
         print(f"Progress, lag and errors not shown: {missing}", file=sys.stderr)

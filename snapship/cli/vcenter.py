@@ -12,11 +12,12 @@ import argparse
 import getpass
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from snapship import vcenters
+from snapship.cli.console import ServerRow
 from snapship.config import ClientConfig, VcenterSettings
 from snapship.secrets import Secret
 from snapship.vcenter_admin import (
@@ -220,3 +221,24 @@ async def _update(
             print(f"The discovery schedule was not updated ({exc}); "
                   f"`snapship discover --vcenter {name} --schedule` updates it.", file=sys.stderr)
     return 0
+
+
+def servers_tables(cfg: ClientConfig, rows: Sequence[ServerRow]) -> str:
+    """`snapship servers`: one table, or with several vCenters one table per vCenter under a
+    heading naming it (two vCenters may share a host name, so rows go by workflow id)."""
+    from snapship.cli.render import servers_table
+
+    if not cfg.vcenters:
+        return servers_table(rows)
+    parts: list[str] = []
+    left = list(rows)
+    for vc in vcenters.all_vcenters(cfg):
+        prefix = vcenters.workflow_id_prefix(vc)
+        mine = [r for r in left if r.workflow_id.startswith(prefix)]
+        left = [r for r in left if not r.workflow_id.startswith(prefix)]
+        if mine:
+            parts.append(f"vCenter {vcenters.display_name(vc)} ({vc.host}:{vc.port}, "
+                         f"{vcenters.vcenter_id(vc)})\n{servers_table(mine)}")
+    if left:
+        parts.append(f"Other vCenters\n{servers_table(left)}")
+    return "\n\n".join(parts)

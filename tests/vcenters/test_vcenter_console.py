@@ -242,6 +242,11 @@ async def test_console_filters_by_vcenter_and_remove_never_loses_a_replica(
     await names_listed(two, capsys, want={"a-01", "a-02", "b-01", "b-02"})
     await names_listed(two, capsys, "--vcenter", "berlin", want={"b-01", "b-02"})
     await names_listed(two, capsys, "--vcenter", FIRST_UUID, want={"a-01", "a-02"})
+    code, out, err = await run_cli(["servers", "--all", "--data-dir", d], capsys)
+    assert code == 0, err
+    first_part, berlin_part = out.split("vCenter berlin (")
+    assert "a-01" in first_part and "b-01" not in first_part and SECOND_UUID in berlin_part
+    assert "b-01" in berlin_part and "a-01" not in berlin_part
     code, _, err = await run_cli(["servers", "--vcenter", "paris", "--data-dir", d], capsys)
     assert code == 1 and "No vCenter 'paris'" in err and "berlin" in err
 
