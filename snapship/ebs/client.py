@@ -32,6 +32,7 @@ from botocore.exceptions import (
 )
 
 from snapship import __version__
+from snapship.ebs.block_transport import EbsBlockClient
 from snapship.telemetry.metrics import observe_ebs_call
 
 log = logging.getLogger(__name__)
@@ -203,12 +204,33 @@ def instrument(client: Any) -> None:
     client.meta.events.register("after-call-error", _after_call_error)
 
 
+def block_client(
+    conn: AwsConnection, session: boto3.session.Session, ebs: Any, pool: int
+) -> Any:
+    """The EBS client with the cheap PutSnapshotBlock (see block_transport); without resolvable
+    credentials, boto3's own client, so the call fails the way boto3 users know."""
+    credentials = session.get_credentials()
+    if credentials is None:
+        return ebs
+    proxies: dict[str, str] | None = botocore_config(conn).proxies  # type: ignore[attr-defined]
+    return EbsBlockClient(
+        ebs,
+        credentials,
+        verify=conn.verify,
+        proxies=proxies,
+        connect_timeout_s=conn.connect_timeout_s,
+        read_timeout_s=conn.read_timeout_s,
+        max_pool_connections=pool,
+        max_attempts=conn.max_attempts,
+    )
+
+
 def make_clients(conn: AwsConnection, ebs_concurrency: int | None = None) -> AwsClients:
     """EBS (pool sized to `ebs_concurrency` + headroom), EC2 and STS sharing one session."""
     session = make_session(conn)
     pool = max(conn.max_pool_connections, (ebs_concurrency or 0) + 4)
     return AwsClients(
-        ebs=make_client(conn, "ebs", session, pool),
+        ebs=block_client(conn, session, make_client(conn, "ebs", session, pool), pool),
         ec2=make_client(conn, "ec2", session, 10),
         sts=make_client(conn, "sts", session, 2),
     )

@@ -1,0 +1,131 @@
+"""The cheap PutSnapshotBlock behaves like boto3's: same errors, same retries, same transport
+exceptions, same results; every other call is boto3's own."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from snapship.blocks import EBS_BLOCK_SIZE
+from snapship.checksums import linear_aggregate
+from snapship.ebs.block_transport import EbsBlockClient
+from snapship.ebs.client import (
+    AwsClients,
+    AwsConnection,
+    AwsCredentials,
+    is_transient,
+    make_clients,
+)
+from snapship.ebs.reader import read_snapshot
+from snapship.ebs.writer import EbsSnapshotWriter, client_token
+
+
+def block(seed: int) -> tuple[bytes, str]:
+    data = hashlib.sha256(str(seed).encode()).digest() * (EBS_BLOCK_SIZE // 32)
+    return data, base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def start(clients: AwsClients, name: str) -> str:
+    token = client_token("block-transport", name, str(time.time()))
+    return str(clients.ebs.start_snapshot(VolumeSize=1, ClientToken=token)["SnapshotId"])
+
+
+def put(ebs: Any, snapshot_id: str, index: int, data: bytes, checksum: str) -> Any:
+    return ebs.put_snapshot_block(
+        SnapshotId=snapshot_id,
+        BlockIndex=index,
+        BlockData=data,
+        DataLength=len(data),
+        Checksum=checksum,
+        ChecksumAlgorithm="SHA256",
+    )
+
+
+def test_the_ebs_client_is_the_cheap_one_and_blocks_land(clients: AwsClients) -> None:
+    assert isinstance(clients.ebs, EbsBlockClient)
+    sid = start(clients, "lands")
+    data, checksum = block(1)
+    answer = put(clients.ebs, sid, 3, data, checksum)
+    assert answer["Checksum"] == checksum and answer["ChecksumAlgorithm"] == "SHA256"
+    clients.ebs.complete_snapshot(
+        SnapshotId=sid,
+        ChangedBlocksCount=1,
+        Checksum=linear_aggregate({3: base64.b64decode(checksum)}),
+        ChecksumAlgorithm="SHA256",
+        ChecksumAggregationMethod="LINEAR",
+    )
+    EbsSnapshotWriter(clients.ebs, clients.ec2).wait_completed(sid, timeout_s=60)
+    assert read_snapshot(clients.ebs, sid, 4 * EBS_BLOCK_SIZE)[3 * EBS_BLOCK_SIZE :] == data
+
+
+@pytest.mark.parametrize("fault", ["bad-checksum", "unknown-snapshot", "bad-length"])
+def test_errors_are_the_ones_boto3_raises(aws: Any, clients: AwsClients, fault: str) -> None:
+    sid = start(clients, fault)
+    data, checksum = block(2)
+    if fault == "bad-checksum":
+        checksum = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    elif fault == "unknown-snapshot":
+        sid = "snap-0123456789abcdef0"
+    else:
+        data = data[:4096]
+    plain = aws.client("ebs")
+    errors: list[ClientError] = []
+    for ebs in (clients.ebs, plain):
+        with pytest.raises(ClientError) as info:
+            put(ebs, sid, 0, data, checksum)
+        errors.append(info.value)
+    ours, theirs = errors
+    assert type(ours).__name__ == type(theirs).__name__
+    assert ours.response["Error"] == theirs.response["Error"]
+    assert ours.response.get("Reason") == theirs.response.get("Reason")
+    status = ours.response["ResponseMetadata"]["HTTPStatusCode"]
+    assert status == theirs.response["ResponseMetadata"]["HTTPStatusCode"] >= 400
+    assert str(ours) == str(theirs)
+
+
+def test_throttling_is_retried_inside_the_call_like_botocore_standard_mode(
+    aws: Any, clients: AwsClients
+) -> None:
+    sid = start(clients, "throttled")
+    aws.admin.set_faults(
+        fail_next=[
+            {"operation": "PutSnapshotBlock", "code": "RequestThrottledException", "count": 2}
+        ]
+    )
+    data, checksum = block(3)
+    put(clients.ebs, sid, 0, data, checksum)  # attempts 1 and 2 throttled, 3 lands
+    errors = aws.admin.stats()["errors"]
+    assert sum(n for k, n in errors.items() if "RequestThrottledException" in k) == 2
+
+
+def test_a_permanent_error_is_not_retried(aws: Any, clients: AwsClients) -> None:
+    sid = start(clients, "denied")
+    aws.admin.set_faults(access_denied_operations=["PutSnapshotBlock"])
+    aws.admin.reset_stats()
+    data, checksum = block(4)
+    with pytest.raises(ClientError) as info:
+        put(clients.ebs, sid, 0, data, checksum)
+    assert info.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert not is_transient(info.value)
+    assert aws.admin.stats()["requests"]["PutSnapshotBlock"] == 1
+
+
+def test_an_unreachable_endpoint_raises_botocores_transient_connection_error() -> None:
+    conn = AwsConnection(
+        region="us-east-1",
+        endpoint_url="http://127.0.0.1:9",
+        credentials=lambda: AwsCredentials("AKIAEXAMPLE", os.urandom(8).hex()),
+        connect_timeout_s=2,
+        max_attempts=2,
+    )
+    ebs = make_clients(conn).ebs
+    data, checksum = block(5)
+    with pytest.raises(EndpointConnectionError) as info:
+        put(ebs, "snap-0123456789abcdef0", 0, data, checksum)
+    assert is_transient(info.value)
