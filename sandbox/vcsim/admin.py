@@ -265,7 +265,10 @@ class AdminApi:
                 f.drop_connections = int(b.get("count", 1))
             elif name == "qcda-filefault":
                 f.qcda_filefault = int(b.get("count", 1))
+            elif name == "missing-methods":
+                f.missing_methods = {str(m) for m in b.get("methods", [])}
             elif name == "clear":
+                f.missing_methods.clear()
                 f.fail_tasks.clear()
                 f.delay_tasks.clear()
                 f.delay_calls.clear()

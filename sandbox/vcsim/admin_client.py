@@ -140,5 +140,9 @@ class AdminClient:
     def qcda_filefault(self, count: int = 1) -> None:
         self._call("POST", "/faults/qcda-filefault", {"count": count})
 
+    def missing_methods(self, *methods: str) -> None:
+        """Answer these SOAP methods with MethodNotFound (none: every method is back)."""
+        self._call("POST", "/faults/missing-methods", {"methods": list(methods)})
+
     def clear_faults(self) -> None:
         self._call("POST", "/faults/clear")

@@ -163,6 +163,8 @@ class VimService:
         self._local.session = session
         try:
             handler = self.handlers.get(req.method)
+            if req.method in self.sim.faults.missing_methods:
+                handler = None
             if handler is None:
                 raise vmodl.fault.MethodNotFound(
                     msg=f"The method {req.method} is not implemented by this simulator",

@@ -146,6 +146,8 @@ class Faults:
     delay_calls: dict[str, float] = field(default_factory=dict)  # SOAP method -> seconds
     qcda_filefault: int = 0
     drop_connections: int = 0
+    missing_methods: set[str] = field(default_factory=set)
+    """Methods answered with MethodNotFound, like a vCenter that lacks them (e.g. QCDA)."""
 
 
 def _kind(method: str) -> str:

@@ -7,7 +7,8 @@
  *   vddk/endpoint                    "host port thumbprint"  (checked by ConnectEx)
  *   vddk/users                       "user<TAB>password" lines
  *   vddk/snapshots/<vm>/<snapshot>   datastore paths openable for that snapshot
- *   vddk/faults                      read_error_every=N, read_latency_us=N (re-read at Open)
+ *   vddk/faults                      read_error_every=N, read_latency_us=N (re-read at Open),
+ *                                    connect_error=VIXERROR (re-read at each ConnectEx)
  *   datastores/<ds>/<folder>/<name>.vmdk|.data|.map   layers (descriptor, data, grain map)
  *
  * Every handle owns its own file descriptors and maps, and reads use pread, so handles may be
@@ -289,6 +290,23 @@ static void load_faults(struct stub_handle *h, const char *state)
    free(text);
 }
 
+/* The VixError every ConnectEx answers while `connect_error=N` is set (0: connect normally).
+ * Read at each call, so a test can make VDDK unreachable and reachable again. */
+static VixError connect_fault(const char *state)
+{
+   char path[PATH_MAX + 32], *text;
+   VixError err = VIX_OK;
+   snprintf(path, sizeof path, "%s/vddk/faults", state);
+   if (read_file(path, &text, NULL) < 0)
+      return VIX_OK;
+   char *cursor = text, *line;
+   while ((line = next_line(&cursor)) != NULL)
+      if (!strncmp(line, "connect_error=", 14))
+         err = (VixError)strtoull(line + 14, NULL, 10);
+   free(text);
+   return err;
+}
+
 /* Is `path` listed in the snapshot file of this connection? */
 static VixError snapshot_lists(const struct stub_conn *c, const char *path)
 {
@@ -478,7 +496,10 @@ VixError VixDiskLib_ConnectEx(const VixDiskLibConnectParams *params, Bool readOn
    char state[PATH_MAX];
    if (pick_state(params, state, sizeof state) < 0)
       return VIX_E_HOST_SERVER_NOT_FOUND;
-   VixError err = check_endpoint(state, params);
+   VixError err = connect_fault(state);
+   if (err)
+      return err;
+   err = check_endpoint(state, params);
    if (err)
       return err;
    if ((err = check_user(state, params)) != VIX_OK)

@@ -74,6 +74,19 @@ def test_query_faults(sim, si) -> None:
     WaitForTask(t.info.result.RemoveSnapshot_Task(False))
 
 
+def test_missing_method_answers_method_not_found(sim, si) -> None:
+    vm = find_vm(si, "db-01")
+    t = vm.CreateSnapshot_Task("mnf", "", False, False)
+    WaitForTask(t)
+    sim.admin.missing_methods("QueryChangedDiskAreas")
+    with pytest.raises(vmodl.fault.MethodNotFound) as ei:
+        vm.QueryChangedDiskAreas(t.info.result, 2000, 0, "*")
+    assert ei.value.method == "QueryChangedDiskAreas"
+    sim.admin.clear_faults()
+    assert vm.QueryChangedDiskAreas(t.info.result, 2000, 0, "*").length > 0
+    WaitForTask(t.info.result.RemoveSnapshot_Task(False))
+
+
 def test_consolidation_blocks_new_snapshot(sim, si) -> None:
     sim.admin.configure(consolidation_seconds=1.0)
     try:
