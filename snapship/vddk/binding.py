@@ -34,12 +34,23 @@ VIX_E_NOT_SUPPORTED = 6
 VIX_E_FILE_READ_ONLY = 11
 VIX_E_FILE_ACCESS_ERROR = 13
 VIX_E_HOST_USER_PERMISSIONS = 3014
+VIX_E_HOST_SERVER_NOT_FOUND = 14008
 VIX_E_SNAPSHOT_NOTFOUND = 13003
 VIX_E_HOST_NETWORK_CONN_REFUSED = 14009
 VIX_E_HOST_TCP_SOCKET_ERROR = 14010
 VIX_E_HOST_TCP_CONN_LOST = 14011
 VIX_E_DISK_OUTOFRANGE = 16007
 VIX_E_NET_HTTP_SSL_SECURITY = 30201
+
+TRANSIENT_VIX_ERRORS = frozenset(
+    {
+        VIX_E_HOST_SERVER_NOT_FOUND,
+        VIX_E_HOST_NETWORK_CONN_REFUSED,
+        VIX_E_HOST_TCP_SOCKET_ERROR,
+        VIX_E_HOST_TCP_CONN_LOST,
+    }
+)
+"""Errors a later attempt may not see (the network, a host rebooting); the rest are permanent."""
 
 VixError = ctypes.c_uint64
 SectorType = ctypes.c_uint64
@@ -141,6 +152,12 @@ class VddkError(Exception):
         self.call = call
         where = f"{call}: " if call else ""
         super().__init__(f"{where}VDDK error {code}: {text}")
+
+    @property
+    def transient(self) -> bool:
+        """Whether a later attempt may succeed (snapship.faults asks; the low 16 bits are the
+        error code, the rest VDDK's extra information)."""
+        return (self.code & 0xFFFF) in TRANSIENT_VIX_ERRORS
 
     def __reduce__(self) -> tuple[type[VddkError], tuple[int, str, str]]:
         # keeps code/text when the error crosses a process boundary (pickle)

@@ -197,6 +197,19 @@ def test_injected_read_errors_and_recovery(env: Env) -> None:
         assert all(r.read(i * 4096, 4096) == b"q" * 4096 for i in range(9))
 
 
+def test_injected_connect_error_and_recovery(env: Env) -> None:
+    disk = env.store.create_disk("ds1", "vm-1", "vm-1", MIB)
+    point = env.publish(disk)
+    env.registry.set_faults(connect_error=b.VIX_E_HOST_SERVER_NOT_FOUND)
+    with pytest.raises(VddkError) as ei:
+        env.reader(point)
+    assert ei.value.code == 14008 and ei.value.call == "VixDiskLib_ConnectEx"
+    assert ei.value.text == "Cannot connect to the host" and ei.value.transient
+    env.registry.set_faults()  # re-read at each ConnectEx: connects again
+    with env.reader(point) as r:
+        assert r.capacity == MIB
+
+
 def test_vddk_error_pickles() -> None:
     err = pickle.loads(pickle.dumps(VddkError(16007, "out of range", "VixDiskLib_Read")))
     assert (err.code, err.text, err.call) == (16007, "out of range", "VixDiskLib_Read")
