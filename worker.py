@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
 from activities.discovery import DiscoveryActivities
+from activities.fault_boundary import FaultBoundary
 from activities.permits import PermitActivities
 from activities.replication import ReplicationActivities
 from snapship import vcenters
@@ -84,6 +85,7 @@ def build_workers(client: Client, config: ClientConfig, deps: WorkerDeps) -> lis
     control_acts = (
         [a for a in replication.all() if a != replication.ship] + discovery.all() + permits.all()
     )
+    boundary = FaultBoundary(client)  # every activity's failure: classified, one line
     control = Worker(
         client,
         task_queue=config.temporal.control_task_queue,
@@ -91,6 +93,7 @@ def build_workers(client: Client, config: ClientConfig, deps: WorkerDeps) -> lis
         activities=control_acts,
         activity_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity"),
         max_concurrent_activities=32,
+        interceptors=[boundary],
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
@@ -109,6 +112,7 @@ def shipping_worker(
         task_queue=queue,
         activities=[replication.ship],
         max_concurrent_activities=slots,
+        interceptors=[FaultBoundary(client)],
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )

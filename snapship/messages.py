@@ -196,6 +196,22 @@ class CommandResult:
 
 
 @dataclass
+class ActivityRetry:
+    """An activity attempt failed and Temporal tries again; the worker's fault boundary signals
+    it so the status query and the console show why a run stays where it is."""
+
+    activity: str
+    next_attempt: int
+    max_attempts: int
+    """0: no cap."""
+    message: str
+    """One line (snapship.faults.classify)."""
+    next_try_at: str
+    """ISO time of the next attempt; "" once an attempt succeeded again."""
+    recovered: bool = False
+
+
+@dataclass
 class SourceServerStatus:
     source_server_id: str
     vm_name: str
@@ -220,6 +236,8 @@ class SourceServerStatus:
     vanished: bool = False
     facts: VmFacts | None = None
     waiting_for: str = ""  # which cap a VM queued for a permit waits for
+    retry: ActivityRetry | None = None
+    """Set while an activity of the current run waits for its next attempt."""
 
 
 # ---------------------------------------------------------------- activities

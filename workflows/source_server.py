@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.workflow import ActivityCancellationType
 
 from workflows.activity_options import timeouts
@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from snapship import search_attributes as sa
     from snapship.command_deadline import refuse_if_expired
     from snapship.messages import (
+        ActivityRetry,
         CommandResult,
         CreateSnapshotInput,
         DiscardInput,
@@ -107,10 +108,15 @@ def _epoch(change_id: str) -> str:
 
 
 def _error_text(err: BaseException) -> str:
+    """The innermost cause's message, as one line (the worker's fault boundary already made it
+    one; timeouts and cancellations come from Temporal itself)."""
     cur: BaseException | None = err
     while isinstance(cur, ActivityError) and cur.cause is not None:
         cur = cur.cause
-    return str(cur) if cur is not None else str(err)
+    last = cur if cur is not None else err
+    # FailureError's str() prefixes the error type ("VddkConnectFailed: ..."): noise for a person.
+    text = last.message if isinstance(last, FailureError) else str(last)
+    return " ".join(text.split())
 
 
 @workflow.defn(name="SourceServerWorkflow")
@@ -131,6 +137,7 @@ class SourceServerWorkflow:
         self._runs_this_execution = 0
         self._granted: set[str] = set()
         self._waiting_for = ""
+        self._retry: ActivityRetry | None = None
 
     # ------------------------------------------------------------------ main loop
 
@@ -246,6 +253,7 @@ class SourceServerWorkflow:
         would also run when the SDK discards an evicted workflow's coroutines."""
         record.finished_at = workflow.now().isoformat()
         self._progress = []
+        self._retry = None
         self._current_run_id = ""
         self._set(drs=drs)
 
@@ -614,6 +622,18 @@ class SourceServerWorkflow:
         if progress.run_id.startswith(self._current_run_id) and self._current_run_id:
             self._progress = progress.disks
 
+    @workflow.signal(name="activity_retrying")
+    def activity_retrying(self, notice: ActivityRetry) -> None:
+        """From the worker's fault boundary: an attempt failed and another comes (or one
+        succeeded again). Only the current run's activities matter."""
+        if not self._current_run_id:
+            return
+        if notice.recovered:
+            if self._retry is not None and self._retry.activity == notice.activity:
+                self._retry = None
+        else:
+            self._retry = notice
+
     # ------------------------------------------------------------------ updates
 
     @workflow.update(name="start_replication")
@@ -753,4 +773,5 @@ class SourceServerWorkflow:
             vanished=found.vanished if found else False,
             facts=found.facts if found else None,
             waiting_for=self._waiting_for,
+            retry=self._retry,
         )

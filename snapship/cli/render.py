@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from snapship.cli.console import ServerRow, lifecycle_step
+from snapship.faults import retry_line
 from snapship.messages import DiskProgress, SourceServerStatus
 from snapship.states import LIFECYCLE_STEPS, ReplicationType
 
@@ -132,11 +133,19 @@ def _error_cell(row: ServerRow) -> str:
         return ""
     if status.vanished:
         return "VM no longer in vCenter"
+    if status.retry is not None:
+        return _retry_text(status)
     if status.last_error:
         return status.last_error
     if not status.eligible and status.eligibility_reasons:
         return "Not eligible: " + "; ".join(status.eligibility_reasons)
     return ""
+
+
+def _retry_text(status: SourceServerStatus) -> str:
+    r = status.retry
+    assert r is not None
+    return retry_line(r.next_attempt, r.max_attempts, r.message, r.next_try_at, datetime.now(UTC))
 
 
 def row_cells(row: ServerRow) -> list[str]:
@@ -149,7 +158,7 @@ def row_cells(row: ServerRow) -> list[str]:
         _progress_cell(row),
         human_duration(lag_seconds(status)),
         _group_cell(status, short=True),
-        _truncate(_error_cell(row), 60),
+        _truncate(_error_cell(row), 100),
     ]
 
 
@@ -232,6 +241,8 @@ def dashboard(row: ServerRow) -> str:
         box.append(f"Last snapshot group: {_group_cell(s)}")
         if s.next_run_at:
             box.append(f"Next run: {_short_time(s.next_run_at)}")
+        if s.retry is not None:
+            box.append(f"Now: {_retry_text(s)}")
         if s.last_error:
             box.append(f"Last error: {s.last_error}")
     width = max(len(b) for b in box) + 2
