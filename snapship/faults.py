@@ -148,6 +148,7 @@ _PERMANENT_OWN_ERRORS: tuple[type[Exception], ...] = (
     verr.ObjectNotFound,
     verr.ForeignSnapshotsPresent,
     verr.VmMovedDuringRun,
+    verr.CbtNotTracking,
 )
 
 

@@ -236,14 +236,17 @@ class AdminApi:
         return {"cbt": vm.cbt, "cbt_active": vm.cbt_active}
 
     def flags(self, vm: VM, b: dict[str, Any]) -> dict[str, Any]:
-        """Odd runtime states: consolidation needed, tools status."""
+        """Odd runtime states: consolidation needed, tools status, CBT that never activates."""
         with vm.lock:
+            if "cbt_stuck" in b:
+                vm.cbt_stuck = bool(b["cbt_stuck"])
             if "consolidation_needed" in b:
                 vm.consolidation_needed = bool(b["consolidation_needed"])
             if "tools" in b:
                 vm.tools_status = str(b["tools"])
             vm.changed()
-        return {"consolidation_needed": vm.consolidation_needed, "tools": vm.tools_status}
+        return {"consolidation_needed": vm.consolidation_needed, "tools": vm.tools_status,
+                "cbt_stuck": vm.cbt_stuck}
 
     # ----- faults ------------------------------------------------------------------------------
     def fault(self, name: str, b: dict[str, Any]) -> dict[str, Any]:

@@ -110,8 +110,10 @@ class AdminClient:
         return self._call("POST", f"/vms/{vm}/cbt", body)
 
     def set_flags(self, vm: str, consolidation_needed: bool | None = None,
-                  tools: str | None = None) -> Any:
+                  tools: str | None = None, cbt_stuck: bool | None = None) -> Any:
         body: dict[str, Any] = {}
+        if cbt_stuck is not None:
+            body["cbt_stuck"] = cbt_stuck
         if consolidation_needed is not None:
             body["consolidation_needed"] = consolidation_needed
         if tools is not None:

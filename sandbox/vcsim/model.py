@@ -377,6 +377,7 @@ class VM(Entity):
         self.roots: list[Snapshot] = []
         self.current: Snapshot | None = None
         self.consolidation_needed = False
+        self.cbt_stuck = False   # CBT configured but a stun never activates it (ctk file trouble)
         self.busy: str | None = None   # name of a running exclusive task (e.g. consolidation)
         self.busy_task: Any = None
         self.recent_tasks: list[Any] = []   # TaskEntity objects, as vCenter's recentTask

@@ -450,7 +450,7 @@ class Simulator:
             snap = Snapshot(moref=f"snapshot-{vm.moref.split('-')[-1]}-{sid}", vm=vm,
                             name=name, description=description, sid=sid, created=model.now(),
                             power_state="poweredOff", parent=vm.current)   # no memory
-            if vm.cbt and not vm.cbt_active:
+            if vm.cbt and not vm.cbt_active and not vm.cbt_stuck:
                 # The stun of the snapshot makes a configured CBT active, and the snapshot taken
                 # at that stun already carries changeIds (backup tools enable CBT, snapshot, and
                 # query "*" against that very snapshot).

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from pyVmomi import vim
 
-from snapship.vsphere.errors import CbtResetRequired, ChangedAreasInvalid
+from snapship.vsphere.errors import CbtNotTracking, CbtResetRequired, ChangedAreasInvalid
 from snapship.vsphere.props import retrieve_object
 from snapship.vsphere.session import VcenterSession
 from snapship.vsphere.tasks import fault_text, wait_for_task
@@ -82,6 +82,10 @@ def ensure_cbt_active(
         remove_snapshot(session, stun.snapshot_moref, timeout_s=timeout_s)
         activated_now = True
         ids = _live_change_ids(session, vm_moref)
+        silent = sorted(key for key, cid in ids.items() if cid is None)
+        if silent:
+            # A run now would ship a snapshot without changeIds: every later run a full copy.
+            raise CbtNotTracking(vm_moref, silent)
     return CbtStatus(enabled_now, activated_now, ids)
 
 

@@ -119,6 +119,21 @@ class CbtResetRequired(VsphereError):
         )
 
 
+class CbtNotTracking(VsphereError):
+    """CBT is enabled but the disks still report no changeId after an activation snapshot."""
+
+    def __init__(self, vm: str, device_keys: list[int]) -> None:
+        self.vm = vm
+        self.device_keys = list(device_keys)
+        keys = ", ".join(str(k) for k in device_keys)
+        super().__init__(
+            f"Changed Block Tracking on VM {vm} is enabled but disk(s) {keys} still report no "
+            "changeId after an activation snapshot. Check the VM's datastore (free space, the "
+            "-ctk.vmdk files), then disable and re-enable CBT on the VM (power cycle or "
+            "snapshot) and start replication again."
+        )
+
+
 class ChangedAreasInvalid(VsphereError):
     def __init__(self, vm: str, device_key: int, detail: str) -> None:
         super().__init__(

@@ -99,6 +99,30 @@ async def test_vcenter_without_query_changed_disk_areas_fails_fast(
         assert_for_people(person_texts(st) + table + show)
 
 
+async def test_cbt_that_never_tracks_fails_fast(
+    tmp_path: Path, temporal_env: WorkflowEnvironment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vm = "cbt-stuck-01"
+    async with sandbox(tmp_path, temporal_env, [{"name": vm, "disks": DISKS}]) as sb:
+        assert sb.sim.admin.vm(vm)["power_state"] == "poweredOn"  # CBT needs a stun to start
+        sb.sim.admin.set_flags(vm, cbt_stuck=True)
+        started = time.monotonic()
+        handle = await sb.start(vm)
+        st = await wait_status(
+            handle,
+            lambda s: s.data_replication_state == "STALLED" and bool(s.runs[-1].finished_at),
+            timeout=FAIL_FAST_S,
+        )
+        assert time.monotonic() - started < FAIL_FAST_S
+        run = st.runs[-1]
+        assert run.outcome == "FAILED"
+        assert "Changed Block Tracking" in run.reason and "no changeId" in run.reason
+        assert sb.sim.admin.vm(vm)["snapshots"] == []  # the activation snapshot is removed
+        table = await console(sb, capsys, "servers", "--all", "--name", vm)
+        assert "Changed Block Tracking" in error_line(table, vm)
+        assert_for_people(person_texts(st) + table)
+
+
 async def test_vddk_refusing_to_connect_shows_the_retry_then_stalls(
     tmp_path: Path, temporal_env: WorkflowEnvironment, capsys: pytest.CaptureFixture[str]
 ) -> None:

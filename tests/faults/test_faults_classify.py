@@ -14,6 +14,7 @@ from snapship.ebs.client import EbsCallError
 from snapship.faults import VDDK_CONNECT_ATTEMPTS, classify, one_line, retry_line
 from snapship.vddk.binding import VddkError
 from snapship.vsphere.errors import (
+    CbtNotTracking,
     InvalidCredentials,
     MissingPrivileges,
     SnapshotRemovalInProgress,
@@ -50,6 +51,7 @@ PERMANENT = [
     vmodl.fault.ManagedObjectNotFound(msg="The object has already been deleted",
                                       obj=vim.VirtualMachine("vm-9")),
     InvalidCredentials("vc.example", "svc-snapship"),
+    CbtNotTracking("vm-3", [2000, 2001]),
     MissingPrivileges("svc", {"vm-1": ["VirtualMachine.State.CreateSnapshot"]}),
     TaskFailed("Create snapshot", "NotSupported: no", "NotSupported",
                vmodl.fault.NotSupported(msg="no")),
