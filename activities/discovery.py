@@ -191,19 +191,6 @@ async def _heartbeating(details: Callable[[], Any]) -> AsyncIterator[None]:
             await task
 
 
-def _non_retryable(exc: BaseException) -> bool:
-    from snapship.vsphere.errors import (
-        CaFileUnusable,
-        InvalidCredentials,
-        TlsVerificationFailed,
-        UnsupportedVcenter,
-    )
-
-    return isinstance(
-        exc, InvalidCredentials | TlsVerificationFailed | CaFileUnusable | UnsupportedVcenter
-    )
-
-
 def check_same_vcenter(vc: VcenterSettings, answered_uuid: str) -> None:
     """Refuse to discover a vCenter other than the one configured at that address (a DNS name
     moved, a vCenter rebuilt): its VMs would get workflows no activity can route back."""
@@ -237,13 +224,10 @@ class DiscoveryActivities:
         started = time.monotonic()
         progress: dict[str, Any] = {"step": "inventory"}
         vc = self.deps.vcenter_settings(request.vcenter_id)
-        try:
-            async with _heartbeating(lambda: dict(progress)):
-                scan = await asyncio.to_thread(self._scan, request.vcenter_id)
-        except Exception as exc:
-            if _non_retryable(exc):
-                raise ApplicationError(str(exc), non_retryable=True) from None
-            raise
+        # Failures are classified by the worker's fault boundary (bad credentials, TLS, an
+        # unsupported vCenter: permanent; an unreachable one: retried).
+        async with _heartbeating(lambda: dict(progress)):
+            scan = await asyncio.to_thread(self._scan, request.vcenter_id)
         check_same_vcenter(vc, scan.vcenter_uuid)
         activity.logger.info(
             "discovery read %d VMs in %.1fs (%d round trips)",
