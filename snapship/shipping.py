@@ -2,8 +2,9 @@
 
 Usable without Temporal: the activity passes in the connections, a cancel event, and a callback
 that receives JSON-friendly checkpoints (it heartbeats them). Given the last checkpoint, a retried
-attempt resumes: finished disks are not shipped again and the current disk continues from its
-cursor, re-sending at most the blocks that were in flight when the last attempt died.
+attempt resumes: finished disks are not shipped again, a disk whose snapshot an earlier attempt
+already sealed (see snapship/ebs/completion.py) is completed again without writing, and the
+current disk continues from the cursor of the last checkpoint Temporal recorded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from snapship.blocks import extents_to_blocks, iter_blocks, volume_size_gib
 from snapship.ebs.client import EbsCallError
+from snapship.ebs.completion import mark_completion, snapshot_state
 from snapship.ebs.groups import SnapshotTags
 from snapship.ebs.writer import (
     Checkpoint,
@@ -327,6 +329,38 @@ class Shipper:
             self.started_snapshot_ids.append(upload.snapshot_id)
         # Announce the snapshot id before the first block, so a crash right now still resumes.
         on_writer_checkpoint(upload.checkpoint())
+        sealed = None
+        if upload.start_status != "completed":
+            # An earlier attempt may have requested completion after the checkpoint Temporal
+            # recorded: that snapshot accepts no writes, and needs none.
+            sealed = snapshot_state(self.ec2, upload.snapshot_id).mark
+        if sealed is not None:
+            log.info(
+                "disk %s: %s was already sealed by an earlier attempt (%d blocks); "
+                "completing it again without writing",
+                plan.device_key,
+                upload.snapshot_id,
+                sealed.changed_blocks,
+            )
+            writer.complete_with(upload.snapshot_id, sealed, upload.not_found_until)
+            with self.progress.lock:
+                p.blocks_done = len(indices)
+            self._disk_done(
+                DiskShipResult(
+                    device_key=plan.device_key,
+                    disk_uuid=plan.disk_uuid,
+                    ebs_snapshot_id=upload.snapshot_id,
+                    full_sync=full,
+                    blocks_changed=len(indices),
+                    blocks_written=sealed.changed_blocks,
+                    zero_blocks_skipped=0,
+                    bytes_read=0,
+                    bytes_shipped=0,
+                    resumed_blocks=sealed.changed_blocks,
+                    resent_blocks=0,
+                )
+            )
+            return
         if upload.start_status != "completed":
             with DiskReader(
                 self.vddk,
@@ -342,6 +376,8 @@ class Shipper:
                 max_handles=1,
             ) as reader:
                 writer.put_blocks(upload, iter_blocks(reader.read, indices, plan.capacity_bytes))
+            # Findable before it happens: a retry after a crash from here on must not write.
+            mark_completion(self.ec2, upload.snapshot_id, writer.completion_mark(upload))
             writer.complete(upload)
         c = upload.counters
         labels = {"source_server": inp.source_server_id}
@@ -367,7 +403,10 @@ class Shipper:
             resumed_blocks=c.blocks_below_cursor,
             resent_blocks=c.blocks_resent_after_resume,
         )
+        self._disk_done(result)
+
+    def _disk_done(self, result: DiskShipResult) -> None:
         with self._cp_lock:
-            self._done[plan.device_key] = result
-            self._in_progress.pop(plan.device_key, None)
+            self._done[result.device_key] = result
+            self._in_progress.pop(result.device_key, None)
         self._checkpoint()

@@ -40,6 +40,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_e
 from snapship.blocks import EBS_BLOCK_SIZE, pad_block
 from snapship.checksums import LinearAggregate, b64_digest, is_zero_block
 from snapship.ebs.client import EbsCallError, error_code, is_not_found, is_transient
+from snapship.ebs.completion import CompletionMark
 
 log = logging.getLogger(__name__)
 
@@ -459,17 +460,31 @@ class EbsSnapshotWriter:
 
     # ------------------------------------------------------------ complete / wait
 
-    def complete(self, upload: SnapshotUpload) -> str:
-        """CompleteSnapshot with ChangedBlocksCount and the LINEAR aggregate; returns Status."""
+    def completion_mark(self, upload: SnapshotUpload) -> CompletionMark:
+        """The ChangedBlocksCount and LINEAR aggregate CompleteSnapshot will carry."""
         if not upload.blocks_done:
             raise RuntimeError("complete() before put_blocks() finished")
+        count = upload.aggregate.count
+        return CompletionMark(count, upload.aggregate.b64() if count else "")
+
+    def complete(self, upload: SnapshotUpload) -> str:
+        """CompleteSnapshot with ChangedBlocksCount and the LINEAR aggregate; returns Status."""
+        return self.complete_with(
+            upload.snapshot_id, self.completion_mark(upload), upload.not_found_until
+        )
+
+    def complete_with(
+        self, snapshot_id: str, mark: CompletionMark, not_found_until: float | None = None
+    ) -> str:
+        """CompleteSnapshot with given figures: also the repeat after a crash, which EBS checks
+        against the blocks it holds and answers like the first call."""
         kwargs: dict[str, Any] = {
-            "SnapshotId": upload.snapshot_id,
-            "ChangedBlocksCount": upload.aggregate.count,
+            "SnapshotId": snapshot_id,
+            "ChangedBlocksCount": mark.changed_blocks,
         }
-        if upload.aggregate.count:
+        if mark.changed_blocks:
             kwargs.update(
-                Checksum=upload.aggregate.b64(),
+                Checksum=mark.checksum,
                 ChecksumAlgorithm="SHA256",
                 ChecksumAggregationMethod="LINEAR",
             )
@@ -477,7 +492,7 @@ class EbsSnapshotWriter:
         resp = self._call(
             "CompleteSnapshot",
             lambda: self.ebs.complete_snapshot(**kwargs),
-            upload.not_found_until,
+            not_found_until,
         )
         return str(resp.get("Status", ""))
 
