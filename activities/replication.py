@@ -38,6 +38,8 @@ from snapship.messages import (
     LocationCheckResult,
     PreflightInput,
     PreflightResult,
+    RemoveOwnSnapshotsInput,
+    RemoveOwnSnapshotsResult,
     RemoveSnapshotInput,
     RetentionInput,
     RetentionResult,
@@ -64,6 +66,8 @@ from snapship.vsphere.props import retrieve_object, retrieve_objects
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 3.0
+CREATE_WAIT_S = 600.0
+"""How long create_snapshot waits for a snapshot task already running on the VM."""
 
 
 def _to_message_location(loc: vlocation.VmLocation) -> VmLocation:
@@ -108,6 +112,7 @@ class ReplicationActivities:
             self.complete_group,
             self.discard_snapshots,
             self.remove_snapshot,
+            self.remove_own_snapshots,
             self.apply_retention,
         ]
 
@@ -192,7 +197,9 @@ class ReplicationActivities:
     def create_snapshot(self, inp: CreateSnapshotInput) -> SnapshotInfo:
         with log_context(source_server=inp.source_server_id, run_id=inp.run_id):
             with self.deps.vcenter(inp.vcenter_id) as session:
-                # A retry of this activity may find the snapshot an earlier attempt created.
+                # A retry of this activity may find the snapshot an earlier attempt created,
+                # or that attempt's create task still running in vCenter: wait, then remove it.
+                vsnap.wait_for_snapshot_tasks(session, inp.vm_moref, CREATE_WAIT_S)
                 name = vsnap.snapshot_name(inp.source_server_id, inp.run_id)
                 for ref in vsnap.list_snapshots(session, inp.vm_moref):
                     if ref.name == name:
@@ -251,8 +258,33 @@ class ReplicationActivities:
     @activity.defn(name="snapship.remove_snapshot")
     @heartbeats_while_running
     def remove_snapshot(self, inp: RemoveSnapshotInput) -> None:
+        """Idempotent: already gone is done; a removal still running (an attempt whose worker
+        died started it) is waited for rather than raced."""
         with self.deps.vcenter(inp.vcenter_id) as session:
+            vsnap.wait_for_snapshot_tasks(session, inp.vm_moref, vsnap.DEFAULT_REMOVE_TIMEOUT_S)
             vsnap.remove_snapshot(session, inp.snapshot_moref)
+
+    @activity.defn(name="snapship.remove_own_snapshots")
+    @heartbeats_while_running
+    def remove_own_snapshots(self, inp: RemoveOwnSnapshotsInput) -> RemoveOwnSnapshotsResult:
+        """Find by name what an interrupted create may have left (or still be making), remove
+        it, and check that nothing of ours remains: what `stop` reports rests on this check."""
+        moref, _props = self._find_vm(
+            PreflightInput(
+                inp.source_server_id,
+                inp.vm_instance_uuid,
+                "",
+                inp.vm_moref,
+                vcenter_id=inp.vcenter_id,
+            )
+        )
+        with self.deps.vcenter(inp.vcenter_id) as session:
+            removed, remaining = vsnap.remove_named(
+                session, moref, inp.source_server_id, inp.run_id or None
+            )
+        if removed:
+            log.info("removed snapship snapshots found by name: %s", removed)
+        return RemoveOwnSnapshotsResult(removed, remaining)
 
     # ------------------------------------------------------------------ EBS steps
 

@@ -398,6 +398,26 @@ class RemoveSnapshotInput:
 
 
 @dataclass
+class RemoveOwnSnapshotsInput:
+    """Remove this workflow's VMware snapshots found by name (those of `run_id` only, if set):
+    the way to clean up after an attempt that never reported its snapshot's moref."""
+
+    source_server_id: str
+    vm_instance_uuid: str
+    vm_moref: str
+    run_id: str = ""
+    vcenter_id: str = ""
+
+
+@dataclass
+class RemoveOwnSnapshotsResult:
+    """What was removed, and what of ours is on the VM after checking (empty: none)."""
+
+    removed: list[str] = field(default_factory=list)
+    remaining: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RetentionInput:
     source_server_id: str
     keep_groups: int

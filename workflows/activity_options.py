@@ -43,6 +43,8 @@ TIMEOUTS: dict[str, Timeouts] = {
     "snapship.complete_group": _t(timedelta(hours=2)),
     "snapship.discard_snapshots": _t(timedelta(minutes=10)),
     "snapship.remove_snapshot": _t(timedelta(hours=1)),
+    # Waits for a create task an interrupted attempt left running (up to its 30 min), then removes.
+    "snapship.remove_own_snapshots": _t(timedelta(hours=1)),
     "snapship.apply_retention": _t(timedelta(minutes=30)),
     "discover_source_servers": _t(timedelta(hours=2), DISCOVERY_HEARTBEAT),
     # One signal-with-start RPC; one describe per holder (it beats after each).

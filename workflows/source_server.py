@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -39,6 +40,8 @@ with workflow.unsafe.imports_passed_through():
         LocationCheckResult,
         PreflightInput,
         PreflightResult,
+        RemoveOwnSnapshotsInput,
+        RemoveOwnSnapshotsResult,
         RemoveSnapshotInput,
         ReplicationCommand,
         ReplicationSettings,
@@ -89,6 +92,14 @@ CLEANUP_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=5),
     maximum_attempts=0,
+)
+# The check behind stop's answer: a few quick tries, then stop says it could not check.
+STOP_CHECK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=3,
+    non_retryable_error_types=["VmNotFound"],
 )
 SHIP_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
@@ -294,7 +305,9 @@ class SourceServerWorkflow:
         snapshot: SnapshotInfo | None = None
         shipped: ShipResult | None = None
         group_id = f"{sid}/{run_id}-a{attempt}"
+        creating = False
         try:
+            creating = True
             snapshot = await workflow.execute_activity(
                 "snapship.create_snapshot",
                 CreateSnapshotInput(
@@ -359,6 +372,10 @@ class SourceServerWorkflow:
                 )
             if snapshot is not None:
                 await self._remove_vmware_snapshot(pre.vm_moref, snapshot.snapshot_moref)
+            elif creating:
+                # The create may have been interrupted before it reported the snapshot, or its
+                # vCenter task may still be making it: find it by its name and remove it.
+                await self._remove_own_snapshots(pre.vm_moref, f"{run_id}-a{attempt}")
             await self._release_permit(permit)
             raise
         await self._remove_vmware_snapshot(pre.vm_moref, snapshot.snapshot_moref)
@@ -523,25 +540,74 @@ class SourceServerWorkflow:
         )
 
     async def _remove_vmware_snapshot(self, vm_moref: str, snapshot_moref: str) -> None:
-        """Always runs to the end, even while this run is being cancelled: nothing may be left
-        on the VM. A cancellation that arrives meanwhile is re-raised once the removal is done."""
-        removal = workflow.start_activity(
-            "snapship.remove_snapshot",
-            RemoveSnapshotInput(vm_moref, snapshot_moref, vcenter_id=self._inp.vcenter_uuid),
-            **timeouts("snapship.remove_snapshot"),
-            retry_policy=CLEANUP_RETRY,
+        await self._to_the_end(
+            workflow.start_activity(
+                "snapship.remove_snapshot",
+                RemoveSnapshotInput(vm_moref, snapshot_moref, vcenter_id=self._inp.vcenter_uuid),
+                **timeouts("snapship.remove_snapshot"),
+                retry_policy=CLEANUP_RETRY,
+            )
         )
+
+    async def _remove_own_snapshots(self, vm_moref: str, run_id: str) -> None:
+        await self._to_the_end(
+            workflow.start_activity(
+                "snapship.remove_own_snapshots",
+                self._own_snapshots_input(vm_moref, run_id),
+                result_type=RemoveOwnSnapshotsResult,
+                **timeouts("snapship.remove_own_snapshots"),
+                retry_policy=CLEANUP_RETRY,
+            )
+        )
+
+    def _own_snapshots_input(self, vm_moref: str, run_id: str = "") -> RemoveOwnSnapshotsInput:
+        return RemoveOwnSnapshotsInput(
+            self._inp.source_server_id,
+            self._inp.vm_instance_uuid,
+            vm_moref,
+            run_id=run_id,
+            vcenter_id=self._inp.vcenter_uuid,
+        )
+
+    async def _to_the_end(self, cleanup: workflow.ActivityHandle[Any]) -> None:
+        """A cleanup always runs to the end, even while this run is being cancelled: nothing
+        may be left on the VM. A cancellation that arrives meanwhile is re-raised after it."""
         cancelled = False
         while True:
             try:
-                await asyncio.shield(removal)
+                await asyncio.shield(cleanup)
                 break
             except asyncio.CancelledError:
-                if removal.done():
+                if cleanup.done():
                     break
                 cancelled = True
         if cancelled:
             raise asyncio.CancelledError()
+
+    async def _check_no_snapshot_left(self) -> str:
+        """What `stop` may say about the VM, after asking vCenter (never assumed)."""
+        moref = self._discovered.facts.moref if self._discovered else ""
+        try:
+            found: RemoveOwnSnapshotsResult = await workflow.execute_activity(
+                "snapship.remove_own_snapshots",
+                self._own_snapshots_input(moref),
+                result_type=RemoveOwnSnapshotsResult,
+                **timeouts("snapship.remove_own_snapshots"),
+                retry_policy=STOP_CHECK_RETRY,
+            )
+        except ActivityError as err:
+            return (
+                f"could not check the VM for snapship's snapshots ({_error_text(err)}); "
+                "the next start removes any it finds"
+            )
+        if found.remaining:
+            return "snapship's snapshots still on the VM: " + ", ".join(found.remaining)
+        if found.removed:
+            return (
+                f"checked: no snapshot of snapship remains on the VM (removed {len(found.removed)}"
+                " left by the interrupted run)"
+            )
+        return "checked: no snapshot of snapship remains on the VM"
 
     def _shipping_queue(self) -> str:
         return self._inp.shipping_task_queue or SHIPPING_QUEUE
@@ -691,8 +757,9 @@ class SourceServerWorkflow:
         await workflow.wait_condition(lambda: self._run_task is None)
         if not st.chains and st.lifecycle_state == LCS.NOT_READY.value:
             st.lifecycle_state = LCS.DISCOVERED.value
+        checked = await self._check_no_snapshot_left()
         self._set(drs=DRS.STOPPED)
-        return self._result("replication stopped; no snapshot of snapship remains on the VM")
+        return self._result(f"replication stopped; {checked}")
 
     @stop_replication.validator
     def _validate_stop(self, cmd: ReplicationCommand) -> None:

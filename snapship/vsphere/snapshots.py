@@ -135,6 +135,19 @@ def snapshot_activity(session: VcenterSession, vm_moref: str) -> str | None:
     )
     if props.get("runtime.consolidationNeeded"):
         return "vCenter reports that the VM's disks need consolidation (consolidationNeeded)"
+    return _running_snapshot_task(session, props)
+
+
+def running_snapshot_task(session: VcenterSession, vm_moref: str) -> str | None:
+    """A snapshot create/remove/consolidate task still queued or running on the VM, or None.
+
+    vCenter runs a task to its end even when the client that started it died: a worker that
+    resumes after a crash waits for it instead of racing it."""
+    props = retrieve_object(session, vim.VirtualMachine, vm_moref, ["recentTask"])
+    return _running_snapshot_task(session, props)
+
+
+def _running_snapshot_task(session: VcenterSession, props: dict[str, Any]) -> str | None:
     task_ids = [str(t._moId) for t in props.get("recentTask") or ()]
     infos = retrieve_objects(session, vim.Task, task_ids, ["info"])
     for moref, p in infos.items():
@@ -147,6 +160,48 @@ def snapshot_activity(session: VcenterSession, vm_moref: str) -> str | None:
         if any(m in keys for m in _CREATE_MARKERS):
             return f"another snapshot creation task ({moref}) is still running"
     return None
+
+
+def wait_for_snapshot_tasks(
+    session: VcenterSession, vm_moref: str, timeout_s: float, poll_s: float = 0.5
+) -> None:
+    """Until no snapshot task runs on the VM; `SnapshotRemovalInProgress` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        busy = running_snapshot_task(session, vm_moref)
+        if busy is None:
+            return
+        if time.monotonic() >= deadline:
+            raise SnapshotRemovalInProgress(vm_moref, busy)
+        time.sleep(poll_s)
+
+
+def remove_named(
+    session: VcenterSession,
+    vm_moref: str,
+    workflow_id: str,
+    run_id: str | None = None,
+    *,
+    wait_s: float = DEFAULT_CREATE_TIMEOUT_S,
+    timeout_s: float = DEFAULT_REMOVE_TIMEOUT_S,
+) -> tuple[list[str], list[str]]:
+    """Remove this workflow's snapshots (only run `run_id`'s when given), after any snapshot task
+    on the VM ended: a create an interrupted attempt started may still produce one. Returns
+    (names removed, names of ours still on the VM afterwards, which is empty unless something
+    raced us)."""
+    wait_for_snapshot_tasks(session, vm_moref, wait_s)
+    wanted = snapshot_name(workflow_id, run_id) if run_id is not None else None
+    removed = []
+    for ref in find_own_snapshots(session, vm_moref, workflow_id):
+        if wanted is None or ref.name == wanted:
+            remove_snapshot(session, ref.moref, timeout_s=timeout_s)
+            removed.append(ref.name)
+    left = [
+        r.name
+        for r in find_own_snapshots(session, vm_moref, workflow_id)
+        if wanted is None or r.name == wanted
+    ]
+    return removed, left
 
 
 def read_snapshot_disks(session: VcenterSession, snapshot_moref: str) -> list[SnapshotDisk]:

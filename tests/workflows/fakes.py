@@ -27,6 +27,8 @@ from snapship.messages import (
     LocationCheckResult,
     PreflightInput,
     PreflightResult,
+    RemoveOwnSnapshotsInput,
+    RemoveOwnSnapshotsResult,
     RemoveSnapshotInput,
     RetentionInput,
     RetentionResult,
@@ -84,6 +86,7 @@ class FakeActivities:
             self.complete_group,
             self.discard_snapshots,
             self.remove_snapshot,
+            self.remove_own_snapshots,
             self.apply_retention,
         ]
 
@@ -184,6 +187,13 @@ class FakeActivities:
         self.vm.calls.append(("remove_snapshot", inp.snapshot_moref))
         if inp.snapshot_moref in self.vm.snapshots:
             self.vm.snapshots.remove(inp.snapshot_moref)
+
+    @activity.defn(name="snapship.remove_own_snapshots")
+    async def remove_own_snapshots(self, inp: RemoveOwnSnapshotsInput) -> RemoveOwnSnapshotsResult:
+        """The fake's creates always report their snapshot, so by name means: all of them."""
+        self.vm.calls.append(("remove_own_snapshots", inp.run_id))
+        removed, self.vm.snapshots = list(self.vm.snapshots), []
+        return RemoveOwnSnapshotsResult(removed, [])
 
     @activity.defn(name="snapship.apply_retention")
     async def apply_retention(self, inp: RetentionInput) -> RetentionResult:
