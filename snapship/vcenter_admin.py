@@ -17,21 +17,24 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from snapship import vcenters
 from snapship.cli import console
 from snapship.config import MAX_SHIPPING_SLOTS, ClientConfig, VcenterSettings
 from snapship.install import InstallError, InstallRequest, check_ca_file, check_port, check_vcenter
+from snapship.permit_messages import PermitLimits, PermitsView, coordinator_id
 from snapship.secrets import Secret, SecretStore
 from snapship.states import DataReplicationState
 
 Log = Callable[[str], None]
 NOT_REPLICATING = {DataReplicationState.STOPPED.value, DataReplicationState.DISCONNECTED.value}
 MIN_DISCOVERY_INTERVAL_S = 60
+COORDINATOR_TIMEOUT = timedelta(seconds=15)
 
 
 class VcenterAdminError(Exception):
@@ -229,6 +232,29 @@ def _install_request(cfg: ClientConfig, vc: VcenterSettings, password: Secret) -
         vcenter_ca_path=vc.ca_path,
         disable_ssl_cert_validation=vc.disable_ssl_cert_validation,
     )
+
+
+async def apply_cap(client: Client, cfg: ClientConfig, vc: VcenterSettings) -> str:
+    """Hand a changed cap to the vCenter's running permit coordinator, which owns its limits
+    once started (it reads the configuration only when it starts). Returns what happened."""
+    handle = client.get_workflow_handle(coordinator_id(vcenters.vcenter_id(vc)))
+    cap = vcenters.shipping_slots(cfg, vc)
+    try:
+        view: PermitsView = await handle.query(
+            "permits", result_type=PermitsView, rpc_timeout=COORDINATOR_TIMEOUT
+        )
+        limits = dataclasses.replace(view.limits, vcenter_vms=cap)
+        await handle.execute_update(
+            "set_limits", limits, result_type=PermitLimits, rpc_timeout=COORDINATOR_TIMEOUT
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return f"at most {cap} of its VMs ship at once from its first run"
+        raise VcenterAdminError(
+            f"The cap was saved but its permit coordinator did not take it ({exc.message}); "
+            "run the command again once the worker runs."
+        ) from None
+    return f"at most {cap} of its VMs ship at once, from now on"
 
 
 async def replicating_rows(

@@ -25,6 +25,7 @@ from snapship.vcenter_admin import (
     UpdateVcenterRequest,
     VcenterAdminError,
     add_vcenter,
+    apply_cap,
     remove_vcenter,
     update_vcenter,
 )
@@ -207,8 +208,9 @@ async def _update(
     print(f"vCenter {name} was updated. The worker uses new connection details from its next "
           "vCenter session; no restart is needed.")
     if args.max_shipping is not None:
-        print(f"At most {vcenters.shipping_slots(cfg, vc)} of its VMs ship at once from the next "
-              "worker start (the running worker keeps its shipping slots).")
+        client = await connect(cfg)
+        print(f"Cap of vCenter {name}: {await apply_cap(client, cfg, vc)} (a running worker "
+              "keeps the shipping slots it started with for this vCenter until restarted).")
     if args.discovery_interval is not None:
         from snapship.cli import discover
 

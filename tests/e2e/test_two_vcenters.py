@@ -28,9 +28,17 @@ from snapship.cli.discover import run_discovery
 from snapship.config import ClientConfig, VcenterSettings, source_server_id
 from snapship.ebs.groups import describe_group
 from snapship.messages import ShipInput, StartReplicationRequest
+from snapship.permit_messages import PermitsView, coordinator_id
 from snapship.runtime import connect_client
 from snapship.secrets import Secret
-from snapship.vcenter_admin import AddVcenterRequest, add_vcenter, remove_vcenter
+from snapship.vcenter_admin import (
+    AddVcenterRequest,
+    UpdateVcenterRequest,
+    add_vcenter,
+    apply_cap,
+    remove_vcenter,
+    update_vcenter,
+)
 from tests.e2e.harness import Sandbox, make_config, runs_ok, scenario, wait_status
 from worker import run_worker
 from workflows.source_server import SourceServerWorkflow
@@ -38,6 +46,7 @@ from workflows.source_server import SourceServerWorkflow
 SECOND_USER = "svc-snapship@berlin.local"
 SECOND_PASSWORD = "Berlin-vc-Secret-5521"
 CAP_FIRST, CAP_SECOND = 1, 2
+WORKER_SLOTS = 4
 VMS_FIRST = ["a-web-1", "a-web-2", "a-db-1"]
 VMS_SECOND = ["b-app-1", "b-app-2", "b-app-3", "b-app-4"]
 
@@ -108,8 +117,9 @@ async def test_two_vcenters_discovered_replicated_each_under_its_own_cap(
     task: asyncio.Task[None] | None = None
     try:
         address = temporal_env.client.service_client.config.target_host
-        config = make_config(tmp_path / "client", sim_a, aws, address, CAP_FIRST)
+        config = make_config(tmp_path / "client", sim_a, aws, address, WORKER_SLOTS)
         config.vcenter.instance_uuid = sim_a.simulator.instance_uuid.lower()
+        config.vcenter.shipping_slots = CAP_FIRST
         config.save()
         client = await connect_client(config)
         monkeypatch.setattr(worker, "VCENTER_WATCH_S", 0.5)
@@ -186,6 +196,14 @@ async def test_two_vcenters_discovered_replicated_each_under_its_own_cap(
         for name in VMS_SECOND:
             st = await handles[name].query(SourceServerWorkflow.status)
             assert st.last_group_id == statuses[name].last_group_id, name
+
+        # A changed cap reaches the vCenter's running permit coordinator, which owns it.
+        update_vcenter(config, config.vcenter.instance_uuid, UpdateVcenterRequest(shipping_slots=3))
+        assert "from now on" in await apply_cap(client, config, config.vcenter)
+        view = await client.get_workflow_handle(
+            coordinator_id(config.vcenter.instance_uuid)
+        ).query("permits", result_type=PermitsView)
+        assert view.limits.vcenter_vms == 3
     finally:
         stop.set()
         if task is not None:

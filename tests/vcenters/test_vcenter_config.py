@@ -12,7 +12,7 @@ from activities.deps import VcenterNotConfigured, WorkerDeps
 from snapship import vcenters
 from snapship.config import ClientConfig, ReplicationDefaults, VcenterSettings
 from snapship.secrets import VCENTER_PASSWORD, SecretStore
-from worker import shipping_queues
+from worker import permit_limits, shipping_queues
 
 FIRST_UUID = "11111111-2222-3333-4444-555555555555"
 SECOND_UUID = "AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE"
@@ -83,6 +83,8 @@ def test_added_vcenters_round_trip_and_own_their_resources(tmp_path: Path) -> No
         cfg.temporal.shipping_task_queue: 7,
         f"{cfg.temporal.shipping_task_queue}.{second.instance_uuid}": 3,
     }
+    assert permit_limits(cfg, second.instance_uuid).vcenter_vms == 3
+    assert permit_limits(cfg, FIRST_UUID).vcenter_vms == 7
     assert vcenters.workflow_id_prefix(second) == f"snapship-{second.instance_uuid}-"
 
 
