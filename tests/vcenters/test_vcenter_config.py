@@ -130,3 +130,18 @@ def test_visibility_scope_keeps_single_clients_by_host_and_tells_several_apart_b
     assert vcenters.visibility_scope(cfg, cfg.vcenters[0]) == (
         "vc2.example", [f"WorkflowId STARTS_WITH 'snapship-{SECOND_UUID.lower()}-'"]
     )
+
+
+def test_discovery_refuses_a_vcenter_that_answers_with_another_identity() -> None:
+    from temporalio.exceptions import ApplicationError
+
+    from activities.discovery import check_same_vcenter
+
+    vc = VcenterSettings(host="vc2.example", instance_uuid=SECOND_UUID.lower(), name="Berlin")
+    check_same_vcenter(vc, SECOND_UUID)  # same vCenter, whatever the case
+    check_same_vcenter(VcenterSettings(host="legacy"), FIRST_UUID)  # no recorded identity
+    with pytest.raises(ApplicationError) as err:
+        check_same_vcenter(vc, FIRST_UUID)
+    assert err.value.non_retryable and err.value.type == "VcenterIdentityChanged"
+    assert "Berlin" in str(err.value) and FIRST_UUID in str(err.value)
+    assert "\n" not in str(err.value)
