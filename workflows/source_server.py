@@ -16,7 +16,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
-from temporalio.workflow import ActivityCancellationType
+from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 from workflows.activity_options import timeouts
 
@@ -304,6 +304,8 @@ class SourceServerWorkflow:
         self._set(drs=DRS.CREATING_SNAPSHOT)
         snapshot: SnapshotInfo | None = None
         shipped: ShipResult | None = None
+        sealing: ActivityHandle[GroupResult] | None = None
+        removed = False
         group_id = f"{sid}/{run_id}-a{attempt}"
         creating = False
         try:
@@ -355,30 +357,37 @@ class SourceServerWorkflow:
             if moved.moved:
                 await self._discard(snapshot_ids, f"VM moved during run: {moved.detail}")
                 raise _RunDiscarded(f"VM moved during the run ({moved.detail})")
-            group: GroupResult = await workflow.execute_activity(
+            # Nothing reads the VMware snapshot any more: remove it while EBS seals the group
+            # instead of after (a run with nothing changed waited for both in turn).
+            sealing = workflow.start_activity(
                 "snapship.complete_group",
                 GroupInput(sid, group_id, snapshot_ids),
                 result_type=GroupResult,
                 **timeouts("snapship.complete_group"),
                 retry_policy=VCENTER_RETRY,
             )
+            await self._remove_vmware_snapshot(pre.vm_moref, snapshot.snapshot_moref)
+            removed = True
+            group: GroupResult = await sealing
             if not group.complete:
                 raise ApplicationError(f"snapshot group {group_id} did not complete")
         except (asyncio.CancelledError, ActivityError, ApplicationError, _RunDiscarded) as err:
             # Not a `finally`: an evicted workflow's coroutines must not schedule activities.
+            if sealing is not None and not sealing.done():
+                sealing.cancel()
             if isinstance(err, asyncio.CancelledError) and shipped is not None:
                 await self._discard(
                     [d.ebs_snapshot_id for d in shipped.disks], "run cancelled before commit"
                 )
             if snapshot is not None:
-                await self._remove_vmware_snapshot(pre.vm_moref, snapshot.snapshot_moref)
+                if not removed:
+                    await self._remove_vmware_snapshot(pre.vm_moref, snapshot.snapshot_moref)
             elif creating:
                 # The create may have been interrupted before it reported the snapshot, or its
                 # vCenter task may still be making it: find it by its name and remove it.
                 await self._remove_own_snapshots(pre.vm_moref, f"{run_id}-a{attempt}")
             await self._release_permit(permit)
             raise
-        await self._remove_vmware_snapshot(pre.vm_moref, snapshot.snapshot_moref)
         await self._release_permit(permit)
         # Commit: only now does the replication point move forward.
         assert shipped is not None and snapshot is not None

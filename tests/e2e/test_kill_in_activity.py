@@ -53,15 +53,17 @@ def steps(sb: Sandbox) -> list[tuple[str, Callable[[], None], Callable[[], None]
             lambda: vc.delay_calls("RetrievePropertiesEx", 0),
         ),
         (
+            # Starts together with complete_group (the snapshot goes while EBS seals); slow, it
+            # is the one the kill lands in first, and complete_group's retry is next.
+            "snapship.remove_snapshot",
+            lambda: vc.delay_tasks("RemoveSnapshot", 6),
+            lambda: vc.delay_tasks("RemoveSnapshot", 0),
+        ),
+        (
             # Waits for the seal and reads the group through EC2 DescribeSnapshots.
             "snapship.complete_group",
             lambda: aws.set_faults(slow_actions={"ec2:DescribeSnapshots": 4}),
             lambda: None,
-        ),
-        (
-            "snapship.remove_snapshot",
-            lambda: vc.delay_tasks("RemoveSnapshot", 6),
-            lambda: vc.delay_tasks("RemoveSnapshot", 0),
         ),
         (
             "snapship.apply_retention",
