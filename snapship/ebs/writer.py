@@ -74,9 +74,10 @@ class WriterSettings:
     not_found_window_s: float = 120.0
     """How long "snapshot does not exist" is retried after StartSnapshot (or resume)."""
     wait_poll_first_s: float = 0.1
-    """First pause while waiting for `completed`; it doubles up to `wait_poll_s`. A snapshot with
-    few changed blocks seals in well under a second, and a fixed 2 s pause made a run with
-    nothing changed cost seconds of waiting; the doubling keeps a long wait to a few calls."""
+    """First pause while waiting for `completed`; it grows by half up to `wait_poll_s`. A
+    snapshot with few changed blocks seals in well under a second, and a fixed 2 s pause made a
+    run with nothing changed cost seconds of waiting; the growth keeps a long wait to a call
+    every `wait_poll_s`."""
     wait_poll_s: float = 2.0
     cancel_grace_s: float = 10.0
     """On cancel/failure, how long to let already-running calls finish (for an exact cursor)."""
@@ -529,7 +530,7 @@ class EbsSnapshotWriter:
                 raise SnapshotWaitTimeout(snapshot_id, state, timeout_s)
             if self.cancel.wait(min(pause, max(0.0, deadline - time.monotonic()))):
                 raise UploadCancelled()
-            pause = min(pause * 2, self.settings.wait_poll_s)
+            pause = min(pause * 1.5, self.settings.wait_poll_s)
 
 
 @dataclass

@@ -425,4 +425,10 @@ def test_waiting_for_completed_polls_soon_then_backs_off() -> None:
     )
     assert writer.wait_completed("snap-x", timeout_s=3600) == "completed"
     assert ec2.calls == 8
-    assert cancel.pauses == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    assert cancel.pauses == pytest.approx([0.1, 0.15, 0.225, 0.3375, 0.50625, 0.759375, 1.1390625])
+    ec2, cancel = _PendingEc2(pending_polls=30), _RecordingEvent()
+    writer = EbsSnapshotWriter(
+        FakeEbs(), ec2, WriterSettings(wait_poll_first_s=0.1, wait_poll_s=2.0), cancel=cancel
+    )
+    writer.wait_completed("snap-x", timeout_s=3600)
+    assert max(cancel.pauses) == cancel.pauses[-1] == 2.0
