@@ -7,7 +7,7 @@ Prints and writes bench/results/pipeline.json:
 - the duration of a run with no changes on disks of 1, 10 and 100 GiB (must not grow with size).
 
 The worker runs in its own process so its CPU and RSS are its own, not the sandbox's.
-Usage: .venv/bin/python bench/bench_pipeline.py [--initial-gib 2]
+Usage: .venv/bin/python bench/bench_pipeline.py [--initial-gib 2] [--profile worker.txt]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from bench.proctree import tree_cpu_seconds  # noqa: E402
 from snapship.blocks import EBS_BLOCK_SIZE  # noqa: E402
 from snapship.messages import ReplicationCommand  # noqa: E402
 from snapship.search_attributes import dev_server_flags  # noqa: E402
@@ -36,12 +38,6 @@ from workflows.source_server import SourceServerWorkflow  # noqa: E402
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -59,7 +55,18 @@ async def timed_run(handle: Any, n: int) -> tuple[float, Any]:
     return time.perf_counter() - start, [r for r in st.runs if r.outcome == "SUCCEEDED"][-1]
 
 
-async def bench(initial_gib: float, work: Path) -> dict[str, Any]:
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy (dev extra) sampling the worker's GIL holders at 50 Hz into a raw profile;
+    summarise it with bench/profile_summary.py."""
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [str(spy), "record", "--pid", str(pid), "--gil", "-r", "50", "-f", "raw", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def bench(initial_gib: float, work: Path, profile: Path | None = None) -> dict[str, Any]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(Path(sys.executable).with_name("temporal")),
         dev_server_extra_args=[*dev_server_flags(), "--log-level", "error"],
@@ -84,10 +91,14 @@ async def bench(initial_gib: float, work: Path) -> dict[str, Any]:
             worker = spawn_worker(sb.config, sb.sim.state_dir, work / "worker.log")
             try:
                 await asyncio.sleep(2)
-                cpu0 = cpu_seconds(worker.pid)
+                spy = start_profiler(worker.pid, profile) if profile else None
+                cpu0 = tree_cpu_seconds(worker.pid)
                 big = await sb.start("big")
                 seconds, run = await timed_run(big, 1)
-                cpu = cpu_seconds(worker.pid) - cpu0
+                cpu = tree_cpu_seconds(worker.pid) - cpu0
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its file on interrupt
+                    spy.wait(60)
                 shipped_gib = run.bytes_shipped / GIB
                 results["initial_sync"] = {
                     "seconds": round(seconds, 2),
@@ -106,9 +117,9 @@ async def bench(initial_gib: float, work: Path) -> dict[str, Any]:
                         touched.update(
                             range(off // EBS_BLOCK_SIZE, (end - 1) // EBS_BLOCK_SIZE + 1)
                         )
-                    cpu0 = cpu_seconds(worker.pid)
+                    cpu0 = tree_cpu_seconds(worker.pid)
                     seconds, run = await timed_run(big, n + 2)
-                    cpu = cpu_seconds(worker.pid) - cpu0
+                    cpu = tree_cpu_seconds(worker.pid) - cpu0
                     changed = len(touched) * EBS_BLOCK_SIZE
                     incrementals.append(
                         {
@@ -143,9 +154,13 @@ async def bench(initial_gib: float, work: Path) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--initial-gib", type=float, default=2.0)
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy raw profile of the worker during the initial sync"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="snapship-bench-") as tmp:
-        results = asyncio.run(bench(args.initial_gib, Path(tmp)))
+        results = asyncio.run(bench(args.initial_gib, Path(tmp), args.profile))
+    results["load_average_at_end"] = os.getloadavg()
     print(json.dumps(results, indent=2))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
