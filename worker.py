@@ -28,7 +28,7 @@ from activities.permits import PermitActivities
 from activities.replication import ReplicationActivities
 from snapship import vcenters
 from snapship.codec import EncryptionCodec
-from snapship.codec_server import start_codec_server
+from snapship.codec_server import start_codec_server, ui_origins
 from snapship.config import MAX_SHIPPING_SLOTS, ClientConfig, ConfigError, default_data_dir
 from snapship.permit_messages import PermitLimits
 from snapship.runtime import connect_client, load_keyring
@@ -129,6 +129,7 @@ async def run_worker(config: ClientConfig, stop: asyncio.Event, metrics: bool = 
         EncryptionCodec(load_keyring(config)),
         port=config.telemetry.codec_port,
         addr=config.telemetry.codec_address,
+        allowed_origins=ui_origins(config.temporal.ui_port),
     )
     client = await connect_client(config, runtime=runtime)
     deps = WorkerDeps(config)

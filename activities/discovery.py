@@ -28,6 +28,7 @@ from snapship.config import ClientConfig, VcenterSettings, source_server_id
 from snapship.discovery import DiscoveryScan, scan_vcenter, vanished_server
 from snapship.messages import DiscoveredServer, SourceServerInput, SourceServerStatus
 from snapship.states import DataReplicationState, LifeCycleState, ReplicationType
+from snapship.summary import server_summary
 from snapship.vcenters import display_name, shipping_task_queue
 from workflows.discovery import DISCOVER_ACTIVITY, DiscoveryRequest, DiscoveryResult
 
@@ -83,6 +84,8 @@ async def signal_with_start(
         start_signal_args=[server],
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         search_attributes=initial_search_attributes(cfg, server.facts.name, vc),
+        # What the Web UI shows for the workflow without any setup (snapship.summary).
+        static_summary=server_summary(server.facts.name, vc.host),
     )
     return workflow_id
 

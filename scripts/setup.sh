@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One idempotent setup for a fresh machine and for a ready one (a second run takes seconds):
-# Debian build tools, the virtual environment, the project with its extras, and the stub VDDK
+# Debian build tools and Chromium, the virtual environment, the project with its extras, and the stub VDDK
 # tarball the sandbox hands to `snapship install --vddk-path`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,6 +11,8 @@ for tool in gcc make; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 [ -e /usr/include/stdio.h ] || need_apt+=(libc6-dev)
+# Debian's Chromium for the headless Web UI check (scripts/webui_check.py, tests/e2e/test_webui.py).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

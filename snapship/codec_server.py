@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 
 #: The Web UI of the embedded dev server (`temporal server start-dev`, UI port 8233).
 DEFAULT_ALLOWED_ORIGINS: tuple[str, ...] = ("http://127.0.0.1:8233", "http://localhost:8233")
+
+
+def ui_origins(ui_port: int) -> tuple[str, ...]:
+    """The origins of a Web UI served on `ui_port` of this machine (the browser sends either)."""
+    return (f"http://127.0.0.1:{ui_port}", f"http://localhost:{ui_port}")
+
+
 ALLOWED_HEADERS = "content-type,x-namespace"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 

@@ -70,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
     from snapship.states import DataReplicationState as DRS
     from snapship.states import LifeCycleState as LCS
     from snapship.states import ReplicationType
+    from snapship.summary import server_details
 
 CONTROL_QUEUE = "snapship-control"
 SHIPPING_QUEUE = "snapship-shipping"
@@ -644,6 +645,11 @@ class SourceServerWorkflow:
                 sa.VM_NAME.value_set(self._vm_name()),
                 sa.VCENTER_HOST.value_set(self._inp.vcenter_host),
             ]
+        )
+        st = self._state
+        workflow.set_current_details(
+            server_details(self._vm_name(), self._inp.vcenter_host, st.lifecycle_state,
+                           st.data_replication_state, st.last_error)
         )
 
     def _interrupt(self, reason: str) -> None:

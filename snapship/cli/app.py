@@ -335,9 +335,9 @@ def _temporal(args: argparse.Namespace) -> int:
     ui_port = args.ui_port or (cfg.temporal.ui_port if cfg else 8233)
     codec = args.ui_codec_endpoint
     if codec is None and cfg is not None:
-        candidate_port = cfg.telemetry.codec_port
-        if ts.port_in_use(cfg.telemetry.codec_address, candidate_port):
-            codec = f"http://{cfg.telemetry.codec_address}:{candidate_port}"
+        # Always the configured address, running or not: the dev server reads it once at start,
+        # and the worker serves the codec there whenever it runs, in whatever order they start.
+        codec = f"http://{cfg.telemetry.codec_address}:{cfg.telemetry.codec_port}"
     settings = ts.DevServerSettings(
         data_dir=data_dir,
         ip=host or "127.0.0.1",
@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="gRPC port (default from config)")
     p.add_argument("--ui-port", type=int, default=0, help="Web UI port (default 8233)")
     p.add_argument("--ui-codec-endpoint", default=None,
-                   help="codec server URL for the Web UI (default: the local one if running)")
+                   help="codec server URL for the Web UI (default: the worker's, from config)")
     p.add_argument("--headless", action="store_true", help="no Web UI")
     _add_data_dir(p)
 
