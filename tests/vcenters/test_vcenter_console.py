@@ -2,8 +2,9 @@
 
 `add` talks to a real simulator (connection, TLS with its CA, privileges, instanceUuid) and to
 the embedded Temporal server (its discovery schedule); `remove` and the filters run against real
-SourceServerWorkflows created the way discovery creates them (no replication activities are
-registered, so a started server stays in its first run: replicating, never finishing).
+SourceServerWorkflows created the way discovery creates them (of the replication activities only
+stop's check of the VM runs, so a started server stays in its first run: replicating, never
+finishing).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -29,7 +31,13 @@ from sandbox.vcsim.testing import SimulatorHandle, start_simulator
 from snapship import vcenters
 from snapship.cli import app
 from snapship.config import ClientConfig, VcenterSettings
-from snapship.messages import DiscoveredServer, Eligibility, VmFacts
+from snapship.messages import (
+    DiscoveredServer,
+    Eligibility,
+    RemoveOwnSnapshotsInput,
+    RemoveOwnSnapshotsResult,
+    VmFacts,
+)
 from snapship.secrets import VCENTER_PASSWORD, SecretStore
 from workflows.discovery import DiscoveryRequest
 from workflows.source_server import SourceServerWorkflow
@@ -185,6 +193,12 @@ def server(name: str, vm_uuid: str) -> DiscoveredServer:
     )
 
 
+@activity.defn(name="snapship.remove_own_snapshots")
+async def no_snapshot_left(inp: RemoveOwnSnapshotsInput) -> RemoveOwnSnapshotsResult:
+    """Stop's check of the VM (no vCenter here: no run ever got as far as a snapshot)."""
+    return RemoveOwnSnapshotsResult()
+
+
 @dataclass
 class TwoVcenters:
     client: Client
@@ -205,7 +219,7 @@ async def two(tmp_path: Path, fake_connect: Client) -> AsyncIterator[TwoVcenters
     SecretStore(cfg.secrets_path).set(second.password_secret, "second-pw")
     client = fake_connect
     async with Worker(client, task_queue=cfg.temporal.control_task_queue,
-                      workflows=[SourceServerWorkflow]):
+                      workflows=[SourceServerWorkflow], activities=[no_snapshot_left]):
         for name, vm_uuid in VMS.items():
             if name.startswith("a-"):
                 await signal_with_start(client, cfg, FIRST_UUID, server(name, vm_uuid))
