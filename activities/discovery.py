@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 from snapship import search_attributes as sa
 from snapship.config import ClientConfig, VcenterSettings, source_server_id
 from snapship.discovery import DiscoveryScan, scan_vcenter, vanished_server
+from snapship.faults import classify
 from snapship.messages import DiscoveredServer, SourceServerInput, SourceServerStatus
 from snapship.states import DataReplicationState, LifeCycleState, ReplicationType
 from snapship.summary import server_summary
@@ -117,7 +118,7 @@ async def upsert_servers(
                 return True
             except Exception as exc:
                 if len(failures) < MAX_REPORTED_FAILURES:
-                    failures.append(f"{server.facts.name}: {type(exc).__name__}: {exc}")
+                    failures.append(f"{server.facts.name}: {classify(exc).message}")
                 return False
 
     for index, batch in enumerate(batches):
@@ -172,7 +173,7 @@ async def mark_vanished(
             )
             count += 1
         except Exception as exc:
-            failures.append(f"{name}: {type(exc).__name__}: {exc}")
+            failures.append(f"{name}: {classify(exc).message}")
     return count, failures
 
 

@@ -25,6 +25,7 @@ from activities.heartbeat import heartbeats_while_running
 from snapship.ebs.groups import delete_snapshots, describe_group
 from snapship.ebs.retention import apply_retention as plan_and_apply_retention
 from snapship.ebs.writer import EbsSnapshotWriter, WriterSettings
+from snapship.faults import classify
 from snapship.messages import (
     CreateSnapshotInput,
     DiscardInput,
@@ -387,7 +388,7 @@ class ReplicationActivities:
                     # host: retrying this attempt cannot help; the workflow discards the run.
                     delete_snapshots(aws.ec2, shipper.started_snapshot_ids)
                     raise ApplicationError(
-                        f"VM moved during shipping ({moved}): {err}",
+                        f"VM moved during shipping ({moved}): {classify(err).message}",
                         type="VmMovedDuringRun",
                         non_retryable=True,
                     ) from err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -194,15 +195,41 @@ class Sandbox:
         return compared
 
 
+NOT_FOR_PEOPLE = re.compile(
+    r"\(vim\.|\(vmodl\.|vim\.[A-Za-z.]+\(|<[A-Za-z_.]+ object at|Traceback|'msg'|"
+    r"\bdynamicProperty\b|\bfaultCause\b|\n|\r"
+)
+"""What a pyvmomi repr, a Python repr or a traceback looks like; a person never reads it."""
+
+
+def assert_for_people(texts: list[str]) -> None:
+    """Each text is one line a person reads: no newline, no repr, no traceback."""
+    for text in texts:
+        assert not NOT_FOR_PEOPLE.search(text), repr(text)
+
+
+def person_texts(st: SourceServerStatus) -> list[str]:
+    """Every text of a status meant for a person (last_error, run reasons, notes, the retry)."""
+    texts = [st.last_error, *(r.reason for r in st.runs if r.reason), *st.notes]
+    if st.retry is not None:
+        texts.append(st.retry.message)
+    for text in texts:
+        assert text == text.strip(), repr(text)
+    return [t for t in texts if t]
+
+
 async def wait_status(
     handle: WorkflowHandle,
     pred: Callable[[SourceServerStatus], bool],
     timeout: float = 120,
 ) -> SourceServerStatus:
+    """Poll the status query until `pred` holds. Every status seen on the way is checked for
+    texts a person could not read (so each e2e test checks its own faults' outputs)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         st: SourceServerStatus = await handle.query(SourceServerWorkflow.status)
+        assert_for_people(person_texts(st))
         if pred(st):
             return st
         if loop.time() > deadline:

@@ -147,3 +147,15 @@ def test_retry_line() -> None:
         "next try in 40 s"
     )
     assert retry_line(2, 0, "x", "", now) == "retrying (attempt 2): x"
+    short = retry_line(2, 4, "VDDK error 14008: " + "y" * 200,
+                       (now + timedelta(seconds=5)).isoformat(), now, limit=100)
+    assert len(short) == 100 and short.endswith("…; next try in 5 s")
+
+
+def test_the_suite_check_catches_what_pyvmomi_prints() -> None:
+    """The e2e harness rejects reprs in every status it polls; it must see pyvmomi's."""
+    from tests.e2e.harness import NOT_FOR_PEOPLE
+
+    assert NOT_FOR_PEOPLE.search(str(PERMANENT[0]))
+    assert NOT_FOR_PEOPLE.search(repr(object()))
+    assert not NOT_FOR_PEOPLE.search(classify(PERMANENT[0]).message)
