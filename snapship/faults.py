@@ -279,19 +279,22 @@ def classify(exc: BaseException) -> Fault:
 
 
 def retry_line(attempt: int, max_attempts: int, message: str, next_try_at: str,
-               now: datetime) -> str:
+               now: datetime, limit: int = MAX_MESSAGE_CHARS) -> str:
     """``retrying (attempt 3 of 10): <reason>; next try in 40 s`` for the console and the Web UI.
 
     ``attempt`` is the attempt that comes next; ``max_attempts`` 0 means no cap. The time left is
-    computed by the reader, since a workflow query cannot read a fresh clock.
+    computed by the reader, since a workflow query cannot read a fresh clock. Within ``limit``
+    characters the reason is shortened, never the attempt count or the next try.
     """
     of = f" of {max_attempts}" if max_attempts else ""
-    line = f"retrying (attempt {attempt}{of}): {one_line(message)}"
+    head = f"retrying (attempt {attempt}{of}): "
+    tail = ""
     if next_try_at:
         try:
             left = (datetime.fromisoformat(next_try_at) - now).total_seconds()
         except ValueError:
             left = None
         if left is not None:
-            line += f"; next try in {max(0, round(left))} s" if left > 0 else "; trying now"
-    return line
+            tail = f"; next try in {max(0, round(left))} s" if left > 0 else "; trying now"
+    room = max(10, limit - len(head) - len(tail))
+    return head + one_line(message, room) + tail

@@ -28,6 +28,9 @@ COLUMNS = (
 )
 
 
+ERROR_WIDTH = 100  # room for a retry line: attempt, the reason's start and the next try
+
+
 def replication_type_label(value: str) -> str:
     try:
         return ReplicationType(value).label
@@ -134,7 +137,7 @@ def _error_cell(row: ServerRow) -> str:
     if status.vanished:
         return "VM no longer in vCenter"
     if status.retry is not None:
-        return _retry_text(status)
+        return _retry_text(status, ERROR_WIDTH)
     if status.last_error:
         return status.last_error
     if not status.eligible and status.eligibility_reasons:
@@ -142,10 +145,12 @@ def _error_cell(row: ServerRow) -> str:
     return ""
 
 
-def _retry_text(status: SourceServerStatus) -> str:
+def _retry_text(status: SourceServerStatus, limit: int = 400) -> str:
     r = status.retry
     assert r is not None
-    return retry_line(r.next_attempt, r.max_attempts, r.message, r.next_try_at, datetime.now(UTC))
+    return retry_line(
+        r.next_attempt, r.max_attempts, r.message, r.next_try_at, datetime.now(UTC), limit
+    )
 
 
 def row_cells(row: ServerRow) -> list[str]:
@@ -158,7 +163,7 @@ def row_cells(row: ServerRow) -> list[str]:
         _progress_cell(row),
         human_duration(lag_seconds(status)),
         _group_cell(status, short=True),
-        _truncate(_error_cell(row), 100),
+        _truncate(_error_cell(row), ERROR_WIDTH),
     ]
 
 
