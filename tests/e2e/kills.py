@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -44,6 +45,12 @@ class WorkerProcess:
         self.start()
         return at
 
+    @property
+    def identity(self) -> str:
+        """The Temporal worker identity of the running process (the SDK's pid@host)."""
+        assert self.proc is not None
+        return f"{self.proc.pid}@{socket.gethostname()}"
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -66,6 +73,7 @@ class Pending:
     activity: str
     attempt: int
     started: bool
+    worker: str = ""
 
 
 async def pending(handle: WorkflowHandle) -> dict[str, Pending]:
@@ -77,6 +85,7 @@ async def pending(handle: WorkflowHandle) -> dict[str, Pending]:
             a.activity_type.name,
             a.attempt,
             a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED,
+            a.last_worker_identity,
         )
     return out
 
