@@ -27,7 +27,8 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from snapship.faults import Fault, classify, one_line
+from snapship.error_text import one_line
+from snapship.faults import Fault, classify
 from snapship.messages import ActivityRetry
 
 log = logging.getLogger(__name__)

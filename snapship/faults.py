@@ -19,19 +19,17 @@ Pure library code: no Temporal here (``activities/fault_boundary.py`` applies it
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pyVmomi import vim, vmodl
 
 from snapship.ebs.client import EbsCallError, error_code, http_status, is_transient
+from snapship.error_text import one_line
 from snapship.vddk.binding import VddkError
 from snapship.vsphere import errors as verr
 
-MAX_MESSAGE_CHARS = 400
 VDDK_CONNECT_ATTEMPTS = 4
 VDDK_CONNECT_RETRY_S = 5.0
 """A VDDK connect failure may be a blip but usually is a firewall or a wrong host: four attempts
@@ -51,18 +49,6 @@ class Fault:
     """For transient faults: give up after this many attempts of the activity (0: the policy's)."""
     retry_after_s: float = 0.0
     """For budgeted faults: the pause before the next attempt (0: the retry policy's backoff)."""
-
-
-# ------------------------------------------------------------------ one line
-
-
-_REPR = re.compile(r"<[^<>]*\bobject at 0x[0-9a-f]+>|\(vim\.[\w.]+\)|\(vmodl\.[\w.]+\)")
-
-
-def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """Collapse whitespace (newlines included), drop Python/pyvmomi reprs, cap the length."""
-    flat = " ".join(_REPR.sub("", text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 # ------------------------------------------------------------------ vSphere faults
@@ -273,28 +259,3 @@ def classify(exc: BaseException) -> Fault:
     if isinstance(exc, OSError | TimeoutError):
         return Fault(one_line(f"{name}: {detail}" if detail else name), False, name)
     return Fault(one_line(f"{name}: {detail}" if detail else name), False, name)
-
-
-# ------------------------------------------------------------------ retries, for a person
-
-
-def retry_line(attempt: int, max_attempts: int, message: str, next_try_at: str,
-               now: datetime, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """``retrying (attempt 3 of 10): <reason>; next try in 40 s`` for the console and the Web UI.
-
-    ``attempt`` is the attempt that comes next; ``max_attempts`` 0 means no cap. The time left is
-    computed by the reader, since a workflow query cannot read a fresh clock. Within ``limit``
-    characters the reason is shortened, never the attempt count or the next try.
-    """
-    of = f" of {max_attempts}" if max_attempts else ""
-    head = f"retrying (attempt {attempt}{of}): "
-    tail = ""
-    if next_try_at:
-        try:
-            left = (datetime.fromisoformat(next_try_at) - now).total_seconds()
-        except ValueError:
-            left = None
-        if left is not None:
-            tail = f"; next try in {max(0, round(left))} s" if left > 0 else "; trying now"
-    room = max(10, limit - len(head) - len(tail))
-    return head + one_line(message, room) + tail

@@ -38,14 +38,18 @@ def server_details(
     lifecycle_state: str,
     data_replication_state: str,
     last_error: str = "",
+    retrying: str = "",
 ) -> str:
-    """The current details: the MGN list's columns, one per line."""
+    """The current details: the MGN list's columns, one per line (and, while an activity of the
+    run waits for its next attempt, that retry line)."""
     lines = [
         f"**{vm_name}** on vCenter {vcenter_host}",
         f"Lifecycle: {lifecycle_label(lifecycle_state)} ({lifecycle_state})",
         f"Data replication: {replication_label(data_replication_state)} "
         f"({data_replication_state})",
     ]
+    if retrying:
+        lines.append(f"Now: {' '.join(retrying.split())}")
     if last_error:
         lines.append(f"Last error: {' '.join(last_error.split())}")
     return "\n\n".join(lines)

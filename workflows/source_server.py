@@ -23,6 +23,7 @@ from workflows.activity_options import timeouts
 with workflow.unsafe.imports_passed_through():
     from snapship import search_attributes as sa
     from snapship.command_deadline import refuse_if_expired
+    from snapship.error_text import retry_line
     from snapship.messages import (
         ActivityRetry,
         CommandResult,
@@ -646,10 +647,20 @@ class SourceServerWorkflow:
                 sa.VCENTER_HOST.value_set(self._inp.vcenter_host),
             ]
         )
+        self._set_details()
+
+    def _set_details(self) -> None:
+        """The Web UI's current details (user metadata, not a command: safe in any handler)."""
         st = self._state
+        r = self._retry
+        retrying = (
+            retry_line(r.next_attempt, r.max_attempts, r.message, r.next_try_at, None)
+            if r is not None
+            else ""
+        )
         workflow.set_current_details(
             server_details(self._vm_name(), self._inp.vcenter_host, st.lifecycle_state,
-                           st.data_replication_state, st.last_error)
+                           st.data_replication_state, st.last_error, retrying)
         )
 
     def _interrupt(self, reason: str) -> None:
@@ -714,6 +725,7 @@ class SourceServerWorkflow:
                 self._retry = None
         else:
             self._retry = notice
+        self._set_details()
 
     # ------------------------------------------------------------------ updates
 

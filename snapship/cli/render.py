@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from snapship.cli.console import ServerRow, lifecycle_step
-from snapship.faults import retry_line
+from snapship.error_text import retry_line
 from snapship.messages import DiskProgress, SourceServerStatus
 from snapship.states import LIFECYCLE_STEPS, ReplicationType
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.testing import WorkflowEnvironment
 
 from sandbox.vcsim.vddk_registry import StubRegistry
@@ -134,6 +135,14 @@ async def test_vddk_refusing_to_connect_shows_the_retry_then_stalls(
         assert time.monotonic() - started < RETRY_VISIBLE_S
         show = await console(sb, capsys, "servers", "show", vm)
         assert any(ln.strip(" |").startswith("Now: retrying (attempt") for ln in show), show
+        # The Web UI shows the workflow's current details: the retry is there too.
+        meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        details = meta.current_details.split("\n\n")
+        assert any(
+            re.fullmatch(r"Now: retrying \(attempt [2-4] of 4\): VDDK error 14008: .*"
+                         r"; next try at \d\d:\d\d:\d\dZ", d)
+            for d in details
+        ), details
 
         stalled = await wait_status(
             handle,
@@ -159,5 +168,5 @@ async def test_vddk_refusing_to_connect_shows_the_retry_then_stalls(
         assert sb.verify_group(vm, ok, ok_run) == 1
         assert ok.last_error == "" and ok.retry is None
         assert_for_people(
-            person_texts(retrying) + person_texts(stalled) + table + show + stalled_table
+            person_texts(retrying) + person_texts(stalled) + table + show + stalled_table + details
         )

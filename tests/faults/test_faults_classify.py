@@ -11,7 +11,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from pyVmomi import vim, vmodl
 
 from snapship.ebs.client import EbsCallError
-from snapship.faults import VDDK_CONNECT_ATTEMPTS, classify, one_line, retry_line
+from snapship.error_text import one_line, retry_line
+from snapship.faults import VDDK_CONNECT_ATTEMPTS, classify
 from snapship.vddk.binding import VddkError
 from snapship.vsphere.errors import (
     CbtNotTracking,
@@ -150,6 +151,10 @@ def test_retry_line() -> None:
     short = retry_line(2, 4, "VDDK error 14008: " + "y" * 200,
                        (now + timedelta(seconds=5)).isoformat(), now, limit=100)
     assert len(short) == 100 and short.endswith("…; next try in 5 s")
+    # without a fresh clock (the workflow, for the Web UI): the time of the next try
+    assert retry_line(2, 4, "x", (now + timedelta(seconds=5)).isoformat(), None) == (
+        "retrying (attempt 2 of 4): x; next try at 12:00:05Z"
+    )
 
 
 def test_the_suite_check_catches_what_pyvmomi_prints() -> None:
