@@ -55,6 +55,14 @@ async def timed_run(handle: Any, n: int) -> tuple[float, Any]:
     return time.perf_counter() - start, [r for r in st.runs if r.outcome == "SUCCEEDED"][-1]
 
 
+async def worker_running(log: Path, timeout_s: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while "worker running" not in (log.read_text() if log.exists() else ""):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the worker did not start")
+        await asyncio.sleep(0.2)
+
+
 def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy (dev extra) sampling the worker's GIL holders at 50 Hz into a raw profile;
     summarise it with bench/profile_summary.py."""
@@ -90,7 +98,10 @@ async def bench(initial_gib: float, work: Path, profile: Path | None = None) -> 
                 sb.sim.admin.write(name, 0, length=MIB, random_seed=1)
             worker = spawn_worker(sb.config, sb.sim.state_dir, work / "worker.log")
             try:
-                await asyncio.sleep(2)
+                # Count the shipping, not the worker's start-up (imports, build id, clients): on a
+                # loaded machine start-up outlasts any fixed pause.
+                await worker_running(work / "worker.log")
+                await asyncio.sleep(1)
                 spy = start_profiler(worker.pid, profile) if profile else None
                 cpu0 = tree_cpu_seconds(worker.pid)
                 big = await sb.start("big")
