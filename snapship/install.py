@@ -87,6 +87,7 @@ class InstallRequest:
     temporal_address: str = ""
     temporal_namespace: str = ""
     temporal_ui_port: int = 0
+    codec_port: int = 0
     replication_interval_seconds: int = 0
     discovery_interval_seconds: int = 0
 
@@ -546,6 +547,8 @@ def install(
             cfg.temporal.namespace = req.temporal_namespace
         if req.temporal_ui_port:
             cfg.temporal.ui_port = req.temporal_ui_port
+        if req.codec_port:
+            cfg.telemetry.codec_port = req.codec_port
         if req.replication_interval_seconds:
             cfg.replication.interval_seconds = req.replication_interval_seconds
         if req.discovery_interval_seconds:

@@ -68,6 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temporal-address", default="", help="Temporal frontend host:port")
     p.add_argument("--temporal-namespace", default="", help="Temporal namespace")
     p.add_argument("--temporal-ui-port", type=int, default=0, help="Temporal Web UI port")
+    p.add_argument("--codec-port", type=int, default=0,
+                   help="port of the worker's codec server for the Web UI (default 8234)")
     p.add_argument("--replication-interval", type=int, default=0, metavar="SECONDS",
                    help="default interval between snapshot-shipping runs")
     p.add_argument("--discovery-interval", type=int, default=0, metavar="SECONDS",
@@ -195,6 +197,7 @@ def request_from_args(
         temporal_address=args.temporal_address,
         temporal_namespace=args.temporal_namespace,
         temporal_ui_port=args.temporal_ui_port,
+        codec_port=args.codec_port,
         replication_interval_seconds=args.replication_interval,
         discovery_interval_seconds=args.discovery_interval,
     )
