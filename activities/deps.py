@@ -154,9 +154,7 @@ class WorkerDeps:
                         credentials=self._credentials,
                         proxy_address=aws.proxy_address or None,
                     ),
-                    # A connection for every call in flight of every disk shipping at once.
-                    ebs_concurrency=self.config.replication.ebs_concurrency
-                    * self.config.replication.disks_in_parallel,
+                    ebs_concurrency=self.config.replication.ebs_concurrency,
                 )
                 self._aws_key = mtime
             return self._aws

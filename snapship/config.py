@@ -87,9 +87,9 @@ class ReplicationDefaults:
     retention_groups: int = 5
     shipping_slots: int = field(default_factory=default_shipping_slots)
     ebs_concurrency: int = 32
-    """PutSnapshotBlock calls in flight per disk being shipped."""
+    """PutSnapshotBlock calls in flight per VM, shared by the disks it ships at once."""
     disks_in_parallel: int = 4
-    """Disks of one VM shipped at once; a VM holds at most this x ebs_concurrency blocks."""
+    """Disks of one VM shipped at once (each gets its share of ebs_concurrency)."""
     checkpoint_every_blocks: int = 256
     discovery_interval_seconds: int = 3600
     vddk_transport_modes: str = "nbdssl:nbd"

@@ -75,7 +75,10 @@ async def test_disks_ship_at_once_and_an_interrupted_attempt_resumes_each_disk(
 
             # Attempt 2 (a retry gets the last heartbeat): every disk resumes from its cursor.
             sb.aws.admin.set_faults(latency_ms=0)
-            second = run.shipper(disks_in_parallel=DISKS).ship(run.ship_input, last)
+            shipper = run.shipper(disks_in_parallel=DISKS)
+            second = shipper.ship(run.ship_input, last)
+            # The VM's window is shared by its disks (here: 2 calls over 4 disks), not multiplied.
+            assert shipper.disk_settings.max_in_flight == 1
             assert [d.device_key for d in second] == [p.device_key for p in run.ship_input.disks]
             by_key = {d.device_key: d for d in second}
             for d in moving:
