@@ -54,7 +54,9 @@ class PermitRequest:
     """A VM's request for one run's permit (sent with signal-with-start to the coordinator)."""
 
     holder_id: str  # the SourceServerWorkflow's id: grants are signalled there
-    request_key: str  # run id + attempt: a repeated request for the same key is the same request
+    # Unique across VMs (the VM's id + run + attempt); a repeated request with the same key is
+    # the same request.
+    request_key: str
     vm_name: str
     priority: int
     host: str

@@ -292,17 +292,23 @@ class SourceServerWorkflow:
             raise ApplicationError(
                 "VM is ineligible: " + "; ".join(pre.eligibility.reasons), type="IneligibleVm"
             )
-        cbt: EnsureCbtResult = await workflow.execute_activity(
-            "snapship.ensure_cbt",
-            EnsureCbtInput(pre.vm_moref, sid, vcenter_id=self._inp.vcenter_uuid),
-            result_type=EnsureCbtResult,
-            **timeouts("snapship.ensure_cbt"),
-            retry_policy=VCENTER_RETRY,
-        )
+        # The permit comes before ensure-CBT: enabling CBT takes a stun snapshot, which VMware
+        # counts like any other.
+        permit = await self._acquire_permit(f"{sid}/{run_id}-a{attempt}", pre, priority)
+        try:
+            cbt: EnsureCbtResult = await workflow.execute_activity(
+                "snapship.ensure_cbt",
+                EnsureCbtInput(pre.vm_moref, sid, vcenter_id=self._inp.vcenter_uuid),
+                result_type=EnsureCbtResult,
+                **timeouts("snapship.ensure_cbt"),
+                retry_policy=VCENTER_RETRY,
+            )
+        except (asyncio.CancelledError, ActivityError):
+            await self._release_permit(permit)
+            raise
         if cbt.changed and st.chains:
             st.notes = [*st.notes[-9:], f"{run_id}: CBT was off and has been enabled; full resync"]
             st.chains = []
-        permit = await self._acquire_permit(f"{run_id}-a{attempt}", pre, priority)
         self._set(drs=DRS.CREATING_SNAPSHOT)
         snapshot: SnapshotInfo | None = None
         shipped: ShipResult | None = None

@@ -83,6 +83,11 @@ class AdminApi:
             if fn is None:
                 raise AdminError(404, f"no action {action}")
             return fn(vm, b)
+        if p == ["stats", "snapshots"]:
+            return self.sim.census.report()
+        if p == ["stats", "snapshots", "reset"] and method == "POST":
+            self.sim.census.reset()
+            return {"ok": True}
         if p == ["history"]:
             return list(self.sim.history)
         if p == ["config"] and method == "POST":

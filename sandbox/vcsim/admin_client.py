@@ -46,6 +46,13 @@ class AdminClient:
     def history(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/history"))
 
+    def snapshot_census(self) -> dict[str, Any]:
+        """Snapshots alive now and peaks since the last reset: VMs, disks per host/datastore."""
+        return dict(self._call("GET", "/stats/snapshots"))
+
+    def reset_snapshot_census(self) -> None:
+        self._call("POST", "/stats/snapshots/reset", {})
+
     def configure(self, **settings: Any) -> None:
         self._call("POST", "/config", settings)
 

@@ -19,6 +19,7 @@ from pyVmomi import VmomiSupport, vim, vmodl
 
 from sandbox.vcsim import model
 from sandbox.vcsim.auth import BUILTIN_ROLES, Permission, SessionTable, User
+from sandbox.vcsim.census import SnapshotCensus
 from sandbox.vcsim.disks import CbtFileFault, DiskError, DiskStore, InvalidOffset
 from sandbox.vcsim.model import (
     VM,
@@ -176,6 +177,7 @@ class Simulator:
         self.inv = Inventory(self.about, self._live_change_id)
         self.users: dict[str, User] = {}
         self.history: list[dict[str, Any]] = []
+        self.census = SnapshotCensus()
         self._build(scenario)
 
     # ----- identity ---------------------------------------------------------------------
@@ -471,6 +473,12 @@ class Simulator:
                 vm.roots.append(snap)
             vm.current = snap
             self.inv.add(SnapshotEntity(self.inv, snap))
+            self.census.created(
+                snap.moref,
+                vm.moref,
+                vm.host.name if vm.host is not None else "",
+                [vm.disk_by_key(k).datastore.name for k in snap.points],
+            )
             self.registry.publish_snapshot(vm.moref, snap.moref,
                                            [p.file for p in snap.points.values()])
             if self.record_content:
@@ -546,6 +554,7 @@ class Simulator:
         if vm.current is s:
             vm.current = s.parent
         self.inv.remove(s.moref)
+        self.census.removed(s.moref)
 
     def _resolve_points(self, vm: VM, moved: dict[str, str] | None = None) -> None:
         """After consolidation or svMotion: frozen paths follow merges/moves; republish."""
