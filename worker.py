@@ -30,7 +30,8 @@ from snapship import vcenters
 from snapship.codec import EncryptionCodec
 from snapship.codec_server import start_codec_server, ui_origins
 from snapship.config import MAX_SHIPPING_SLOTS, ClientConfig, ConfigError, default_data_dir
-from snapship.permit_messages import PermitLimits
+from snapship.permit_messages import PermitLimits, PermitsView
+from snapship.permit_view import coordinator_views
 from snapship.runtime import connect_client, load_keyring
 from snapship.telemetry.logs import configure_logging
 from snapship.telemetry.metrics import (
@@ -200,9 +201,23 @@ async def watch_shipping_queue(client: Client, config: ClientConfig, deps: Worke
         try:
             waiting = (await client.count_workflows(query)).count
             deps.metrics.shipping_waiting.set(waiting)
+            publish_permits(deps, await coordinator_views(client))
         except Exception as err:  # visibility hiccups must not stop the worker
             log.debug("could not count queued VMs: %s", err)
         await asyncio.sleep(15)
+
+
+def publish_permits(deps: WorkerDeps, views: list[PermitsView]) -> None:
+    """The coordinators' view as gauges, so dashboards show who holds and who waits."""
+    m = deps.metrics
+    m.permit_host_disks.clear()  # a host with nothing in use any more is not shown at its last
+    for view in views:
+        cid = view.coordinator_id
+        m.permits_held.labels(cid).set(view.vms_in_use)
+        m.permits_waiting.labels(cid).set(len(view.waiting))
+        m.permits_cap.labels(cid).set(view.limits.vcenter_vms)
+        for host, n in view.disks_per_host.items():
+            m.permit_host_disks.labels(cid, host).set(n)
 
 
 def main(argv: list[str] | None = None) -> int:

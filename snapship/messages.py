@@ -236,6 +236,7 @@ class SourceServerStatus:
     vanished: bool = False
     facts: VmFacts | None = None
     waiting_for: str = ""  # which cap a VM queued for a permit waits for
+    permit_coordinator_id: str = ""  # the vCenter's permit coordinator (its `permits` query)
     retry: ActivityRetry | None = None
     """Set while an activity of the current run waits for its next attempt."""
 

@@ -231,6 +231,7 @@ class PermitCoordinatorWorkflow:
     @workflow.query(name="permits")
     def permits(self) -> PermitsView:
         hosts, stores = usage(list(self._holders.values()))
+        labels = {h.host: h.host_label or h.host for h in self._holders.values()}
         split = shares(self._limits, list(self._holders.values()))
         return PermitsView(
             coordinator_id=self._id(),
@@ -260,7 +261,7 @@ class PermitCoordinatorWorkflow:
                 )
             ],
             vms_in_use=len(self._holders),
-            disks_per_host=dict(hosts),
+            disks_per_host={labels.get(h, h): n for h, n in hosts.items()},
             disks_per_datastore=dict(stores),
         )
 

@@ -873,5 +873,6 @@ class SourceServerWorkflow:
             vanished=found.vanished if found else False,
             facts=found.facts if found else None,
             waiting_for=self._waiting_for,
+            permit_coordinator_id=self._coordinator_id(),
             retry=self._retry,
         )

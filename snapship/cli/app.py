@@ -176,6 +176,8 @@ async def _servers(args: argparse.Namespace) -> int:
 
     print(servers_tables(cfg, selection.rows))
     print(f"\n{len(selection.rows)} source server(s) ({_view(args)})")
+    for line in await _permit_lines(client, selection.rows):
+        print(line)
     if missing:
         print(f"Progress, lag and errors not shown: {missing}", file=sys.stderr)
         return EXIT_PARTIAL
@@ -185,6 +187,22 @@ async def _servers(args: argparse.Namespace) -> int:
             "queried. Narrow with --name/--state/--tag, or add --full."
         )
     return EXIT_OK
+
+
+async def _permit_lines(client: Any, rows: list[console.ServerRow]) -> list[str]:
+    """Who holds a shipping permit and how full each cap is, per coordinator of these rows."""
+    from snapship.permit_view import coordinator_views, summary_lines
+
+    ids = {r.status.permit_coordinator_id for r in rows if r.status is not None}
+    ids.discard("")
+    if not ids:
+        return []
+    lines: list[str] = []
+    views = await coordinator_views(client, ids)
+    for view in views:
+        label = view.coordinator_id.removeprefix("snapship-permits-") if len(views) > 1 else ""
+        lines += summary_lines(view, label)
+    return lines
 
 
 # ---------------------------------------------------------------- replicate

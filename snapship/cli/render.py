@@ -138,6 +138,8 @@ def _error_cell(row: ServerRow) -> str:
         return "VM no longer in vCenter"
     if status.retry is not None:
         return _retry_text(status, ERROR_WIDTH)
+    if status.waiting_for:
+        return status.waiting_for
     if status.last_error:
         return status.last_error
     if not status.eligible and status.eligibility_reasons:

@@ -107,6 +107,31 @@ class SnapshipMetrics:
             "Source servers waiting for a shipping slot (PENDING_SNAPSHOT_SHIPPING).",
             registry=r,
         )
+        # The permit coordinators' view (the same facts as `snapship servers`), per vCenter.
+        self.permits_held = Gauge(
+            "snapship_permits_held",
+            "Source servers holding a shipping permit (their VMware snapshot may exist).",
+            ["coordinator"],
+            registry=r,
+        )
+        self.permits_waiting = Gauge(
+            "snapship_permits_waiting",
+            "Source servers waiting for a shipping permit.",
+            ["coordinator"],
+            registry=r,
+        )
+        self.permits_cap = Gauge(
+            "snapship_permits_cap",
+            "The vCenter's cap on VMs shipping at once.",
+            ["coordinator"],
+            registry=r,
+        )
+        self.permit_host_disks = Gauge(
+            "snapship_permit_host_disks",
+            "Disks under a snapship snapshot per ESXi host (counted by the permits).",
+            ["coordinator", "host"],
+            registry=r,
+        )
         self.vcenter_call = Histogram(
             "snapship_vcenter_call_seconds",
             "Duration of vCenter API calls (including task waits) by operation.",
