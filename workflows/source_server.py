@@ -376,6 +376,8 @@ class SourceServerWorkflow:
             )
             await self._remove_vmware_snapshot(pre.vm_moref, snapshot.snapshot_moref)
             removed = True
+            # The snapshot is gone: its permit goes back now, not after the sealing.
+            await self._release_permit(permit)
             group: GroupResult = await sealing
             if not group.complete:
                 raise ApplicationError(f"snapshot group {group_id} did not complete")
@@ -394,9 +396,9 @@ class SourceServerWorkflow:
                 # The create may have been interrupted before it reported the snapshot, or its
                 # vCenter task may still be making it: find it by its name and remove it.
                 await self._remove_own_snapshots(pre.vm_moref, f"{run_id}-a{attempt}")
-            await self._release_permit(permit)
+            if not removed:
+                await self._release_permit(permit)
             raise
-        await self._release_permit(permit)
         # Commit: only now does the replication point move forward.
         assert shipped is not None and snapshot is not None
         by_key = {d.device_key: d for d in snapshot.disks}
