@@ -53,9 +53,13 @@ def shipping_slots(config: ClientConfig) -> int:
 
 
 def shipping_queues(config: ClientConfig) -> dict[str, int]:
-    """Shipping task queue -> worker slots, one per configured vCenter (its cap)."""
+    """Shipping task queue -> worker slots, one queue per configured vCenter.
+
+    The slots bound this worker's own load (the client's size); a vCenter's cap is its permit
+    coordinator's, so changing it (`snapship vcenter update --max-shipping`) needs no restart.
+    """
     return {
-        vcenters.shipping_task_queue(config, vc): vcenters.shipping_slots(config, vc)
+        vcenters.shipping_task_queue(config, vc): shipping_slots(config)
         for vc in vcenters.all_vcenters(config)
     }
 

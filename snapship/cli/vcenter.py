@@ -209,8 +209,7 @@ async def _update(
           "vCenter session; no restart is needed.")
     if args.max_shipping is not None:
         client = await connect(cfg)
-        print(f"Cap of vCenter {name}: {await apply_cap(client, cfg, vc)} (a running worker "
-              "keeps the shipping slots it started with for this vCenter until restarted).")
+        print(f"Cap of vCenter {name}: {await apply_cap(client, cfg, vc)}.")
     if args.discovery_interval is not None:
         from snapship.cli import discover
 

@@ -2,9 +2,11 @@
 its own cap, every replica byte-identical to its VMware snapshot; removing one keeps its
 replicas and adding it back restores its servers' identity.
 
-One worker, one local AWS, one Temporal; the second vCenter has its own user, password, CA,
-state directory (the stub VDDK serves both through a ':'-list) and a cap different from the
-first's, so a cap shared between them, or one vCenter's credentials used for the other, fails.
+One worker (4 shipping slots), one local AWS, one Temporal; the second vCenter has its own user,
+password, CA, state directory (the stub VDDK serves both through a ':'-list) and a cap different
+from the first's, so a cap shared between them, a cap not held by each vCenter's permit
+coordinator, or one vCenter's credentials used for the other, fails. Caps are measured at the
+far end: each simulator's count of VMs under a VMware snapshot at once.
 It is added (as `snapship vcenter add` adds it) while the worker runs, which must pick it up.
 """
 
@@ -117,6 +119,7 @@ async def test_two_vcenters_discovered_replicated_each_under_its_own_cap(
     task: asyncio.Task[None] | None = None
     try:
         address = temporal_env.client.service_client.config.target_host
+        # The worker could ship 4 at once: only the vCenters' own caps may hold them lower.
         config = make_config(tmp_path / "client", sim_a, aws, address, WORKER_SLOTS)
         config.vcenter.instance_uuid = sim_a.simulator.instance_uuid.lower()
         config.vcenter.shipping_slots = CAP_FIRST
@@ -142,6 +145,8 @@ async def test_two_vcenters_discovered_replicated_each_under_its_own_cap(
             sim_b.admin.write(name, 4096, length=200_000, random_seed=len(name) + 7)
         # Slow block writes, so runs overlap and both caps have to bind.
         aws.admin.set_faults(latency_ms=1500, operations=["PutSnapshotBlock"])
+        for sim in (sim_a, sim_b):
+            sim.admin.reset_snapshot_census()
 
         handles: dict[str, Any] = {}
         for sim, names, vc in ((sim_a, VMS_FIRST, config.vcenter), (sim_b, VMS_SECOND, second)):
@@ -158,7 +163,13 @@ async def test_two_vcenters_discovered_replicated_each_under_its_own_cap(
         }
         aws.admin.set_faults()
 
-        # Each under its own cap: reached (so it bound), never exceeded, and not one shared cap.
+        # Each under its own cap, at the far end: reached (so it bound) and never exceeded...
+        for sim, cap, count in ((sim_a, CAP_FIRST, len(VMS_FIRST)),
+                                (sim_b, CAP_SECOND, len(VMS_SECOND))):
+            census = sim.admin.snapshot_census()
+            assert census["peak_vms"] == cap, census
+            assert census["vms_now"] == 0 and census["created_since_reset"] >= count, census
+        # ... and not one cap shared by both: the copies of both vCenters overlapped.
         assert probe.peak == {sim_a.port: CAP_FIRST, sim_b.port: CAP_SECOND}, probe.peak
         assert probe.peak_total > max(CAP_FIRST, CAP_SECOND), probe.peak_total
         assert probe.ids == {

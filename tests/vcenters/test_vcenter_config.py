@@ -79,10 +79,13 @@ def test_added_vcenters_round_trip_and_own_their_resources(tmp_path: Path) -> No
     assert vcenters.discovery_interval_seconds(cfg, second) == 120
     assert vcenters.discovery_interval_seconds(cfg, cfg.vcenter) == 900
     queues = shipping_queues(cfg)
+    # Each vCenter its own queue; slots are the worker's load bound, caps the coordinators'.
     assert queues == {
         cfg.temporal.shipping_task_queue: 7,
-        f"{cfg.temporal.shipping_task_queue}.{second.instance_uuid}": 3,
+        f"{cfg.temporal.shipping_task_queue}.{second.instance_uuid}": 7,
     }
+    assert permit_limits(cfg, second.instance_uuid).vcenter_vms == 3
+    assert permit_limits(cfg, FIRST_UUID).vcenter_vms == 7
     assert permit_limits(cfg, second.instance_uuid).vcenter_vms == 3
     assert permit_limits(cfg, FIRST_UUID).vcenter_vms == 7
     assert vcenters.workflow_id_prefix(second) == f"snapship-{second.instance_uuid}-"
