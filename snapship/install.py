@@ -88,6 +88,7 @@ class InstallRequest:
     temporal_namespace: str = ""
     temporal_ui_port: int = 0
     codec_port: int = 0
+    allow_unknown_region: bool = False
     replication_interval_seconds: int = 0
     discovery_interval_seconds: int = 0
 
@@ -113,7 +114,19 @@ class InstallResult:
 # ---------------------------------------------------------------- syntax checks
 
 
-def check_region(region: str) -> str:
+def known_regions() -> set[str]:
+    """The Regions the installed botocore knows (EC2's, over every partition)."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    known: set[str] = set()
+    for partition in session.get_available_partitions():
+        known.update(session.get_available_regions("ec2", partition_name=partition))
+    return known
+
+
+def check_region(region: str, allow_unknown: bool = False) -> str:
+    """A Region code, and one botocore knows unless `allow_unknown` (a Region newer than it)."""
     region = region.strip()
     if not region:
         raise InstallError("An AWS Region is required (--region), for example eu-west-1.")
@@ -121,6 +134,18 @@ def check_region(region: str) -> str:
         raise InstallError(
             f"{region!r} is not an AWS Region name. Use a Region code such as us-east-1 or "
             "eu-west-1 (--region)."
+        )
+    if not allow_unknown and region not in known_regions():
+        import difflib
+
+        import botocore
+
+        close = difflib.get_close_matches(region, sorted(known_regions()), n=3)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise InstallError(
+            f"{region} is not a Region this client's AWS library (botocore "
+            f"{botocore.__version__}) knows.{hint} If it is a new Region, add "
+            "--allow-unknown-region."
         )
     return region
 
@@ -384,9 +409,9 @@ def check_existing_client(data_dir: Path, force: bool) -> ClientConfig | None:
             where = f" (AWS account {old.aws.account_id or '?'}, Region {old.aws.region or '?'}"
             where += f", vCenter {old.vcenter.host or '?'})"
         raise InstallError(
-            f"A snapship client is already installed in {data_dir}{where}. Only one client may "
-            "be registered per AWS account and Region; rerun with "
-            "--force-delete-existing-client to replace it."
+            f"A snapship client is already installed in {data_dir}{where}: one data directory "
+            "holds one client (checked: its config file exists). Use another --data-dir for "
+            "a second client, or rerun with --force-delete-existing-client to replace this one."
         )
     return old
 
@@ -400,7 +425,7 @@ def validate(
     ask_client_vm: Callable[[str], str] | None = None,
 ) -> tuple[str, VcenterCheck, Any]:
     """Every check, cheapest first. Raises InstallError; writes nothing."""
-    req.region = check_region(req.region)
+    req.region = check_region(req.region, req.allow_unknown_region)
     req.proxy_address = check_proxy(req.proxy_address)
     req.endpoint = check_url(req.endpoint, "--endpoint")
     req.s3_endpoint = check_url(req.s3_endpoint, "--s3-endpoint")

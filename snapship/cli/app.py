@@ -124,6 +124,13 @@ def _scope(cfg: ClientConfig, args: argparse.Namespace) -> tuple[str, list[str]]
         raise CliError(str(exc)) from None
 
 
+def _filters(args: argparse.Namespace) -> str:
+    parts = [f"--name {n}" for n in args.name or []]
+    parts += [f"--state {s!r}" for s in args.state or []]
+    parts += [f"--tag {t}" for t in args.tag or []]
+    return " ".join(parts)
+
+
 async def _servers(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     host, extra = _scope(cfg, args)
@@ -149,19 +156,28 @@ async def _servers(args: argparse.Namespace) -> int:
     missing = await worker_missing(client, cfg)
     if missing and (tags or args.state):
         raise CliError(f"{missing} (--tag and --state need live status)")
-    selection = await console.select(
-        client,
-        _view(args),
-        host,
-        names=args.name or [],
-        states=args.state or [],
-        tags=tags,
-        with_status=not missing,
-        status_limit=None if args.full else console.LIST_STATUS_LIMIT,
-        extra=extra,
-    )
+    try:
+        selection = await console.select(
+            client,
+            _view(args),
+            host,
+            names=args.name or [],
+            states=args.state or [],
+            tags=tags,
+            with_status=not missing,
+            status_limit=None if args.full else console.LIST_STATUS_LIMIT,
+            extra=extra,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     if args.json:
         print(render.servers_json(selection.rows))
+        return EXIT_OK
+    if not selection.rows and selection.in_view and (args.name or args.state or tags):
+        print(
+            f"No source server matches the filters ({_filters(args)}); "
+            f"{selection.in_view} server(s) in this view ({_view(args)})."
+        )
         return EXIT_OK
     if not selection.rows:
         hint = {

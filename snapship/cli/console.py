@@ -99,6 +99,7 @@ class Selection:
     rows: list[ServerRow]
     unmatched: list[str] = field(default_factory=list)
     status_skipped: bool = False
+    in_view: int = 0  # servers in the view before the filters
 
 
 def lifecycle_step(state: str) -> str:
@@ -228,8 +229,32 @@ def _matches_name(row: ServerRow, patterns: Sequence[str]) -> bool:
     )
 
 
+def state_values(text: str) -> set[str]:
+    """Enum values a `--state` names: an enum name ("READY_FOR_TEST", "initial_sync") or MGN's
+    label ("Ready for testing", "Initial sync"). Raises ValueError naming the valid ones."""
+    key = " ".join(text.replace("_", " ").split()).lower()
+    found: set[str] = set()
+    for label, lcs in LIFECYCLE_STEPS:
+        if key == label.lower():
+            found.update(s.value for s in lcs)
+    for enum in (LifeCycleState, DataReplicationState):
+        for member in enum:
+            if key == member.value.replace("_", " ").lower():
+                found.add(member.value)
+    if not found:
+        labels = [label for label, _ in LIFECYCLE_STEPS]
+        raise ValueError(
+            f"--state {text!r} is no lifecycle or data replication state; use an MGN label "
+            f"({', '.join(repr(x) for x in labels)}) or a state name such as READY_FOR_TEST, "
+            "INITIAL_SYNC, STALLED"
+        )
+    return found
+
+
 def _matches_state(row: ServerRow, states: Sequence[str]) -> bool:
-    wanted = {s.upper() for s in states}
+    wanted: set[str] = set()
+    for text in states:
+        wanted |= state_values(text)
     return row.lifecycle_state in wanted or row.data_replication_state in wanted
 
 
@@ -255,7 +280,10 @@ async def select(
     filter, which needs it) the list shows visibility's columns only, so listing 10,000
     servers stays one call.
     """
+    for text in states:
+        state_values(text)  # a bad --state fails before any query
     rows = await list_rows(client, view, vcenter_host, extra)
+    in_view = len(rows)
     unmatched: list[str] = []
     if names:
         unmatched = [p for p in names if not any(_matches_name(r, [p]) for r in rows)]
@@ -269,7 +297,7 @@ async def select(
         rows = [r for r in rows if _matches_state(r, states)]
     if tags:
         rows = [r for r in rows if _matches_tags(r, tags)]
-    return Selection(rows=rows, unmatched=unmatched, status_skipped=skipped)
+    return Selection(rows=rows, unmatched=unmatched, status_skipped=skipped, in_view=in_view)
 
 
 async def send_command(

@@ -67,6 +67,17 @@ def test_connection(cfg: ClientConfig, user: str, password: Secret) -> str | Non
     return None
 
 
+def own_flags(reason: str) -> str:
+    """The vSphere hints name install's flags; this tool's are --new-vcenter-user/-password,
+    and the rest (host, port, CA file) are changed by reinstalling."""
+    text = reason.replace(", or vcenter_configuration_update", "")
+    text = text.replace("--vcenter-user", "--new-vcenter-user")
+    text = text.replace("--vcenter-password", "--new-vcenter-password")
+    if any(f in text for f in ("--vcenter-host", "--vcenter-port", "--vcenter-ca-path")):
+        text += " (host, port and CA file were set by `snapship install`; rerun it to change them)"
+    return text
+
+
 def run(args: argparse.Namespace, ask: Ask = input, ask_secret: Ask = getpass.getpass) -> int:
     data_dir = (args.data_dir or default_data_dir()).expanduser()
     try:
@@ -89,7 +100,7 @@ def run(args: argparse.Namespace, ask: Ask = input, ask_secret: Ask = getpass.ge
     reason = test_connection(cfg, user, password)
     if reason is not None:
         print(FAILURE_MESSAGE)
-        print(f"Reason: {reason}", file=sys.stderr)
+        print(f"Reason: {own_flags(reason)}", file=sys.stderr)
         return 1
     try:
         SecretStore(cfg.secrets_path).set(VCENTER_PASSWORD, password)

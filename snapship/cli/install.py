@@ -68,6 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temporal-address", default="", help="Temporal frontend host:port")
     p.add_argument("--temporal-namespace", default="", help="Temporal namespace")
     p.add_argument("--temporal-ui-port", type=int, default=0, help="Temporal Web UI port")
+    p.add_argument("--allow-unknown-region", action="store_true",
+                   help="accept a Region the installed botocore does not know yet")
     p.add_argument("--codec-port", type=int, default=0,
                    help="port of the worker's codec server for the Web UI (default 8234)")
     p.add_argument("--replication-interval", type=int, default=0, metavar="SECONDS",
@@ -95,6 +97,19 @@ def _yes(ask: Ask, question: str) -> bool:
     return ask(f"{question} [y/N]: ").strip().lower() in ("y", "yes")
 
 
+def required_flags(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """The flags an unattended install cannot do without, with their given values."""
+    return [
+        ("--aws-access-key-id", args.aws_access_key_id),
+        ("--aws-secret-access-key", args.aws_secret_access_key),
+        ("--region", args.region),
+        ("--vcenter-host", args.vcenter_host),
+        ("--vcenter-user", args.vcenter_user),
+        ("--vcenter-password", args.vcenter_password),
+        ("--vddk-path", args.vddk_path),
+    ]
+
+
 def request_from_args(
     args: argparse.Namespace,
     ask: Ask = input,
@@ -109,6 +124,13 @@ def request_from_args(
             "be allowed to replace an existing client)."
         )
     prompting = not args.no_prompt
+    if not prompting:
+        missing = [flag for flag, value in required_flags(args) if not value]
+        if missing:
+            raise InstallError(
+                "--no-prompt needs every required value on the command line; missing: "
+                + ", ".join(missing)
+            )
     data_dir = (args.data_dir or default_data_dir()).expanduser()
     # Proxy: the flag wins; otherwise the https_proxy environment variable, same rule.
     if args.proxy_address is not None:
@@ -198,6 +220,7 @@ def request_from_args(
         temporal_namespace=args.temporal_namespace,
         temporal_ui_port=args.temporal_ui_port,
         codec_port=args.codec_port,
+        allow_unknown_region=args.allow_unknown_region,
         replication_interval_seconds=args.replication_interval,
         discovery_interval_seconds=args.discovery_interval,
     )

@@ -231,3 +231,22 @@ async def test_console_without_install_says_what_to_run(
 ) -> None:
     code, _, err = await run_cli(capsys, "servers", "--data-dir", str(tmp_path / "none"))
     assert code == 1 and "snapship install" in err
+
+
+async def test_state_filter_takes_mgn_labels_and_says_why_empty(
+    console: Console, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await wait_listed(console, 3)
+    d = str(console.data_dir)
+    for state in ("Not started", "DISCOVERED", "discovered", "stopped"):
+        code, out, _ = await run_cli(capsys, "servers", "--all", "--state", state,
+                                     "--data-dir", d, "--json")
+        assert code == 0 and len(json.loads(out)) == 3, state
+    code, out, _ = await run_cli(capsys, "servers", "--all", "--state", "Ready for testing",
+                                 "--data-dir", d)
+    assert code == 0
+    assert "No source server matches the filters (--state 'Ready for testing')" in out
+    assert "3 server(s) in this view" in out
+    code, _, err = await run_cli(capsys, "servers", "--all", "--state", "bogus", "--data-dir", d)
+    assert code == 1 and "is no lifecycle or data replication state" in err
+    assert "'Ready for testing'" in err

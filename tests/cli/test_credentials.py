@@ -49,6 +49,9 @@ def test_wrong_new_password_keeps_old_credentials(
     assert code == 1
     assert EXACT in out.splitlines()
     assert "rejected the user name or password" in err
+    # The hint names this tool's flags, not install's.
+    assert "--new-vcenter-user / --new-vcenter-password" in err
+    assert "--vcenter-user " not in err and "vcenter_configuration_update" not in err
     assert tree_state(installed) == before
     # Proof the old credentials are still in force: the worker's way of logging in works.
     assert connect_with_stored(installed) == ADMIN

@@ -323,3 +323,28 @@ def test_ca_path_and_disabled_validation_contradict(
     code, _, err = run(install_env.argv(tmp_path / "d", disable_ssl_cert_validation=True), capsys)
     assert code == 2 and "contradict" in err
     assert not (tmp_path / "d").exists()
+
+
+def test_no_prompt_reports_every_missing_flag_at_once(
+    install_env: InstallEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = install_env.argv(tmp_path / "c", region=None, vcenter_user=None, vddk_path=None)
+    code, _out, err = run(argv, capsys)
+    assert code == 2
+    line = next(line for line in err.splitlines() if "missing:" in line)
+    assert "--region" in line and "--vcenter-user" in line and "--vddk-path" in line
+    assert not (tmp_path / "c").exists()
+
+
+def test_one_client_message_says_what_is_checked(
+    install_env: InstallEnv, installed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _out, err = run(install_env.argv(installed, force_delete_existing_client=None), capsys)
+    assert code == 2
+    assert "requires --force-delete-existing-client" in err
+    args = install_cli.build_parser().parse_args(
+        install_env.argv(installed, no_prompt=None, force_delete_existing_client=None)[1:]
+    )
+    assert install_cli.run(args, ask=lambda _q: "n", ask_secret=lambda _q: "") == 2
+    err = capsys.readouterr().err
+    assert "one data directory holds one client" in err and "--data-dir" in err

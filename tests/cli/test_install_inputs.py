@@ -48,3 +48,13 @@ def test_endpoint_urls() -> None:
     assert check_url("https://vpce-1.mgn.eu-west-1.vpce.amazonaws.com", "--endpoint")
     with pytest.raises(InstallError, match="--s3-endpoint"):
         check_url("s3.example", "--s3-endpoint")
+
+
+def test_region_unknown_to_botocore_needs_the_explicit_flag() -> None:
+    # Well-formed, but no Region the installed botocore knows: a typo until said otherwise.
+    with pytest.raises(InstallError, match="--allow-unknown-region") as refused:
+        check_region("eu-west-9")
+    assert "botocore" in str(refused.value) and "\n" not in str(refused.value)
+    with pytest.raises(InstallError, match="Did you mean us-east-1"):
+        check_region("us-east-11")
+    assert check_region("eu-west-9", allow_unknown=True) == "eu-west-9"
