@@ -8,21 +8,51 @@ changes nothing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from snapship.ebs.throttle import Throttle
+from snapship.messages import ShipInput
 from snapship.permit_messages import (
     CoordinatorInput,
     LivenessInput,
     LivenessResult,
     PermitLimits,
     RequestPermitInput,
+    Share,
+    ShareQuery,
     coordinator_id,
 )
+
+log = logging.getLogger(__name__)
+
+
+SHARE_QUERY_TIMEOUT = timedelta(seconds=5)
+
+
+async def refresh_share(client: Client, inp: ShipInput, throttle: Throttle) -> None:
+    """Set the throttle to this run's current share of the vCenter's budgets (its coordinator's
+    `share` query); called every few seconds by the ship activity, so a changed limit or a VM
+    joining or leaving applies within that period. Unreachable coordinator: keep the last share."""
+    if not inp.permit_coordinator_id or not inp.permit_key:
+        return
+    try:
+        share: Share = await client.get_workflow_handle(inp.permit_coordinator_id).query(
+            "share",
+            ShareQuery(inp.permit_key),
+            result_type=Share,
+            rpc_timeout=SHARE_QUERY_TIMEOUT,
+        )
+    except Exception as err:  # a query hiccup must not fail the shipping
+        log.debug("could not read the budget share of %s: %s", inp.permit_key, err)
+        return
+    throttle.set_share(share.mbps, share.requests_per_second)
 
 
 class PermitActivities:

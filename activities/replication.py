@@ -22,8 +22,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import WorkerDeps
 from activities.heartbeat import heartbeats_while_running
+from activities.permits import refresh_share
 from snapship.ebs.groups import delete_snapshots, describe_group
 from snapship.ebs.retention import apply_retention as plan_and_apply_retention
+from snapship.ebs.throttle import Throttle, ThrottledEbs
 from snapship.ebs.writer import EbsSnapshotWriter, WriterSettings
 from snapship.faults import classify
 from snapship.messages import (
@@ -331,6 +333,8 @@ class ReplicationActivities:
         )
         handle = activity.client().get_workflow_handle(inp.source_server_id)
         await handle.signal("shipping_started", ShippingStarted(inp.run_id))
+        throttle = Throttle()
+        await refresh_share(activity.client(), inp, throttle)
         cancel = threading.Event()
         latest: list[ShipCheckpoint] = [resume]
         deps = self.deps
@@ -366,7 +370,7 @@ class ReplicationActivities:
                     session,
                     deps.vddk(),
                     endpoint,
-                    aws.ebs,
+                    ThrottledEbs(aws.ebs, throttle),
                     aws.ec2,
                     WriterSettings(
                         max_in_flight=cfg.replication.ebs_concurrency,
@@ -399,6 +403,7 @@ class ReplicationActivities:
             try:
                 while True:
                     done, _ = await asyncio.wait({future}, timeout=PROGRESS_EVERY_S)
+                    await refresh_share(activity.client(), inp, throttle)
                     activity.heartbeat(latest[0].to_dict())
                     if shipper_box:
                         await handle.signal(

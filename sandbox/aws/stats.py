@@ -7,8 +7,11 @@ deduplication keeps ``stored_bytes`` small; benchmarks read request counts per o
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from typing import Any
+
+MAX_SECONDS = 3600
 
 
 class Stats:
@@ -25,6 +28,9 @@ class Stats:
             self.put_blocks_by_snapshot: Counter[str] = Counter()
             self.put_bytes = 0
             self.get_bytes = 0
+            # Bytes of PutSnapshotBlock received per wall-clock second: the far end's view of
+            # a throttle (the newest MAX_SECONDS seconds are kept).
+            self.put_bytes_per_second: dict[int, int] = {}
 
     def request(self, operation: str) -> None:
         with self._lock:
@@ -38,6 +44,11 @@ class Stats:
         with self._lock:
             self.put_blocks_by_snapshot[snapshot_id] += 1
             self.put_bytes += nbytes
+            second = int(time.time())
+            per = self.put_bytes_per_second
+            per[second] = per.get(second, 0) + nbytes
+            if len(per) > MAX_SECONDS:
+                del per[min(per)]
 
     def got_block(self, nbytes: int) -> None:
         with self._lock:
@@ -51,5 +62,6 @@ class Stats:
                 "put_blocks_by_snapshot": dict(self.put_blocks_by_snapshot),
                 "put_blocks": sum(self.put_blocks_by_snapshot.values()),
                 "put_bytes": self.put_bytes,
+                "put_bytes_per_second": {str(k): v for k, v in self.put_bytes_per_second.items()},
                 "get_bytes": self.get_bytes,
             }
