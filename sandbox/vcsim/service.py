@@ -143,6 +143,7 @@ class VimService:
             "MigrateVM_Task": self.migrate,
             "PowerOnVM_Task": self.power_on,
             "PowerOffVM_Task": self.power_off,
+            "ShutdownGuest": self.shutdown_guest,
         }
 
     # ----- plumbing -------------------------------------------------------------------------
@@ -544,6 +545,30 @@ class VimService:
             return None
 
         return self._task(call, vm, run)
+
+    GUEST_SHUTDOWN_SECONDS = 0.5
+
+    def shutdown_guest(self, call: Call) -> Any:
+        """VMware Tools asks the guest OS to shut down: vCenter answers at once, the VM reaches
+        poweredOff a little later (a clean, soft power-off). Needs running Tools."""
+        vm = self._vm(call)
+        self.sim.check(call.user, vm, "VirtualMachine.Interact.PowerOff")
+        if vm.power_state != "poweredOn":
+            raise vim.fault.InvalidPowerState(
+                msg="The attempted operation cannot be performed in the current state "
+                    "(Powered off).", requestedState="poweredOn", existingState=vm.power_state)
+        if vm.tools()[1] != "guestToolsRunning":
+            raise vim.fault.ToolsUnavailable(
+                msg="Cannot complete operation because VMware Tools is not running in this "
+                    "virtual machine.")
+
+        def off() -> None:
+            time.sleep(self.GUEST_SHUTDOWN_SECONDS)
+            if vm.power_state == "poweredOn":
+                self.sim.power(vm, "poweredOff")
+
+        threading.Thread(target=off, name=f"guest-shutdown-{vm.moref}", daemon=True).start()
+        return None
 
     def power_off(self, call: Call) -> Any:
         vm = self._vm(call)
