@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 from activities.deps import WorkerDeps
 from activities.discovery import DiscoveryActivities
 from activities.fault_boundary import FaultBoundary
+from activities.launch import LaunchActivities
 from activities.permits import PermitActivities
 from activities.replication import ReplicationActivities
 from snapship import vcenters
@@ -40,6 +41,7 @@ from snapship.telemetry.metrics import (
     temporal_runtime,
 )
 from workflows.discovery import DiscoveryWorkflow
+from workflows.launch_job import LaunchJobWorkflow
 from workflows.permits import PermitCoordinatorWorkflow
 from workflows.source_server import SourceServerWorkflow
 
@@ -91,10 +93,13 @@ def build_workers(client: Client, config: ClientConfig, deps: WorkerDeps) -> lis
         [a for a in replication.all() if a != replication.ship] + discovery.all() + permits.all()
     )
     boundary = FaultBoundary(client)  # every activity's failure: classified, one line
+    control_acts += LaunchActivities(deps).all()
     control = Worker(
         client,
         task_queue=config.temporal.control_task_queue,
-        workflows=[SourceServerWorkflow, DiscoveryWorkflow, PermitCoordinatorWorkflow],
+        workflows=[
+            SourceServerWorkflow, DiscoveryWorkflow, PermitCoordinatorWorkflow, LaunchJobWorkflow
+        ],
         activities=control_acts,
         activity_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity"),
         max_concurrent_activities=32,

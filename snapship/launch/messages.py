@@ -2,9 +2,12 @@
 
 Pure dataclasses with MGN's names (StartTest/StartCutover jobs, launchStatus, job log events), so a
 user who knows MGN reads a snapship job without a glossary. Workflows import this module.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: inside Temporal's workflow sandbox the converter's
+get_type_hints could not resolve this module's string annotations of nested dataclasses
+(NameError for VolumeSettings when decoding an Update's LaunchSettings); real annotations need no
+lookup.
+"""
 
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -102,11 +105,14 @@ class LaunchTarget:
     group_id: str
     disks: list[GroupDisk]
     settings: LaunchSettings
-    instance_type: str
-    boot_mode: str
+    instance_type: str  # resolved by the launch activity when empty (right-sizing)
+    boot_mode: str  # EC2's name; resolved from settings + firmware when empty
     kind: str  # "test" or "cutover", tagged on the instance
     tags: dict[str, str] = field(default_factory=dict)
     terminate_first: list[str] = field(default_factory=list)
+    num_cpu: int = 0
+    memory_mb: int = 0
+    firmware: str = "bios"
 
 
 @dataclass
@@ -116,6 +122,8 @@ class JobLogEntry:
     source_server_id: str = ""
     instance_id: str = ""
     error: str = ""
+    detail: str = ""
+    attempt: int = 0
 
 
 @dataclass
@@ -130,11 +138,25 @@ class ParticipatingServer:
 
 @dataclass
 class LaunchJobInput:
+    """A job over several servers. Targets come in the input (a server that starts its own job)
+    or join later by signal from the servers listed in `expected` (a console command over a
+    selection: each server validates its command, then joins the job)."""
+
     job_id: str
     initiated_by: str
     targets: list[LaunchTarget] = field(default_factory=list)
     terminate: dict[str, list[str]] = field(default_factory=dict)
+    expected: list[str] = field(default_factory=list)
     notify_servers: bool = True
+    join_timeout_seconds: int = 6 * 3600
+
+
+@dataclass
+class ServerSkip:
+    """Signal to a job: this server does not take part, and why."""
+
+    source_server_id: str
+    reason: str
 
 
 @dataclass
@@ -205,3 +227,78 @@ class LaunchRecord:
     finalized_at: str = ""
     source_stopped_at: str = ""
     downtime_seconds: float | None = None
+
+
+@dataclass
+class StopSourceInput:
+    vm_moref: str
+    mode: str = "shutdown"  # shutdown | power-off | leave-running
+    vcenter_id: str = ""
+
+
+@dataclass
+class StopSourceResult:
+    was_powered_on: bool
+    action: str
+    powered_off_by_us: bool
+    stopped_at: str
+
+
+@dataclass
+class StartSourceInput:
+    vm_moref: str
+    vcenter_id: str = ""
+
+
+@dataclass
+class ValidateSettingsInput:
+    settings: LaunchSettings
+    firmware: str = "bios"
+    num_cpu: int = 0
+    memory_mb: int = 0
+
+
+@dataclass
+class ValidateSettingsResult:
+    problems: list[str] = field(default_factory=list)
+    instance_type: str = ""
+
+
+@dataclass
+class ServerLaunchState:
+    """What a source server keeps about its launches (shown by `servers show`)."""
+
+    settings: LaunchSettings = field(default_factory=LaunchSettings)
+    last_test: LaunchRecord | None = None
+    last_cutover: LaunchRecord | None = None
+    job_in_progress: str = ""
+    test_instances: list[str] = field(default_factory=list)
+    cutover_instances: list[str] = field(default_factory=list)
+    powered_off_by_snapship: bool = False
+    final_sync_group: str = ""
+    cutover_stop_mode: str = "shutdown"
+    finalized: bool = False
+
+
+@dataclass
+class LaunchRequest:
+    """Input of the start_test / start_cutover Updates.
+
+    `job_id` empty: the server starts a job of its own; set: the server joins that job (a console
+    command over several servers started it). A cutover stops the guest (`stop_mode`: shutdown
+    through VMware Tools, power-off, or leave-running) and runs a final sync first, unless
+    `final_sync` is false (then it launches from the newest group as it is).
+    """
+
+    job_id: str = ""
+    final_sync: bool = True
+    stop_mode: str = "shutdown"
+
+
+@dataclass
+class LifecycleCommand:
+    """Input of the other lifecycle Updates (mark/revert/finalize/terminate/disconnect/archive)."""
+
+    job_id: str = ""
+    terminate_test_instances: bool = False
+    reason: str = ""
