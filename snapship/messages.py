@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from snapship.launch.messages import ServerLaunchState
+
 # ---------------------------------------------------------------- discovery facts
 
 
@@ -161,6 +163,7 @@ class SourceServerState:
     run_counter: int = 0
     notes: list[str] = field(default_factory=list)
     next_run_at: str = ""
+    launch: ServerLaunchState = field(default_factory=ServerLaunchState)
 
 
 # ---------------------------------------------------------------- updates and queries
@@ -239,6 +242,8 @@ class SourceServerStatus:
     permit_coordinator_id: str = ""  # the vCenter's permit coordinator (its `permits` query)
     retry: ActivityRetry | None = None
     """Set while an activity of the current run waits for its next attempt."""
+    launch: ServerLaunchState | None = None
+    group_snapshot_ids: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- activities

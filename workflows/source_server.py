@@ -72,6 +72,7 @@ with workflow.unsafe.imports_passed_through():
     from snapship.states import LifeCycleState as LCS
     from snapship.states import ReplicationType
     from snapship.summary import server_details
+    from workflows.lifecycle_updates import LifecycleUpdates
 
 CONTROL_QUEUE = "snapship-control"
 SHIPPING_QUEUE = "snapship-shipping"
@@ -133,7 +134,7 @@ def _error_text(err: BaseException) -> str:
 
 
 @workflow.defn(name="SourceServerWorkflow")
-class SourceServerWorkflow:
+class SourceServerWorkflow(LifecycleUpdates):
     @workflow.init
     def __init__(self, inp: SourceServerInput) -> None:
         self._inp = inp
@@ -151,6 +152,7 @@ class SourceServerWorkflow:
         self._granted: set[str] = set()
         self._waiting_for = ""
         self._retry: ActivityRetry | None = None
+        self._holding_runs = False  # a cutover's final sync holds the schedule (lifecycle_updates)
 
     # ------------------------------------------------------------------ main loop
 
@@ -179,14 +181,17 @@ class SourceServerWorkflow:
                 self._run_task = None
                 self._interrupt_reason = ""
             self._runs_this_execution += 1
-            if self._should_continue_as_new():
+            if self._should_continue_as_new() and not self._holding_runs:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     replace(self._inp, carried=self._state, discovered=self._discovered)
                 )
 
     def _active(self) -> bool:
-        return self._state.replicating and not self._state.paused
+        return self._state.replicating and not self._state.paused and not self._holding_runs
+
+    def _run_in_flight(self) -> bool:
+        return self._run_task is not None
 
     def _due(self) -> bool:
         if not self._active():
@@ -877,4 +882,6 @@ class SourceServerWorkflow:
             waiting_for=self._waiting_for,
             permit_coordinator_id=self._coordinator_id(),
             retry=self._retry,
+            launch=st.launch,
+            group_snapshot_ids=[c.ebs_snapshot_id for c in st.chains],
         )
