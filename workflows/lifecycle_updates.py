@@ -6,14 +6,16 @@ Validators ask the pure rules (snapship.lifecycle) and refuse a wrong state with
 Handlers move the lifecycle and hand launching to LaunchJobWorkflow (a job of the server's own,
 or the console's job over a selection); the job reports back through `launch_outcome`.
 
-A cutover's final sync holds the schedule (no run starts on its own), waits for a run in flight
-to end, stops the guest, then has the main loop run one more run at once and launches from
-exactly the group it committed. The handler waits for all of that, so a continue-as-new never
-cuts it short; the main loop does not continue-as-new while runs are held.
+A cutover's final sync holds the schedule (no run starts on its own), interrupts a run in flight
+(it cleans up after itself), stops the guest, then runs one more run at once with the permit
+class CUTOVER_FINAL_SYNC (served before every queued VM) and launches from exactly the group it
+committed. The handler waits for all of that, so a continue-as-new never cuts it short; the main
+loop does not continue-as-new while runs are held.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -51,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         SourceServerInput,
         SourceServerState,
     )
+    from snapship.permit_messages import RunPriority
     from snapship.states import DataReplicationState as DRS
 
 GIB = 1 << 30
@@ -81,6 +84,8 @@ class LifecycleUpdates:
     _discovered: DiscoveredServer | None
     _wake: bool
     _holding_runs: bool
+    _run_task: asyncio.Task[None] | None
+    _interrupt_reason: str
 
     if TYPE_CHECKING:  # provided by SourceServerWorkflow
 
@@ -89,6 +94,7 @@ class LifecycleUpdates:
         def _result(self, message: str) -> CommandResult: ...
         def _vm_name(self) -> str: ...
         def _run_in_flight(self) -> bool: ...
+        async def _replication_run(self, priority: RunPriority | None = None) -> None: ...
 
     # ------------------------------------------------------------------ helpers
 
@@ -276,14 +282,19 @@ class LifecycleUpdates:
                 return f"the source VM could not be stopped: {_text(err)}"
             self._launch.powered_off_by_snapship = stopped.powered_off_by_us
             record.source_stopped_at = stopped.stopped_at if stopped.was_powered_on else ""
-            before = st.run_counter
-            # TODO(13a): run at RunPriority.CUTOVER_FINAL_SYNC, ahead of every queued VM.
-            self._wake = True
-            self._holding_runs = False
-            await workflow.wait_condition(
-                lambda: st.run_counter > before and not self._run_in_flight()
+            # The final sync runs here, at once, ahead of every queued VM of its vCenter.
+            self._run_task = asyncio.create_task(
+                self._replication_run(RunPriority.CUTOVER_FINAL_SYNC)
             )
-            self._holding_runs = True
+            try:
+                await self._run_task
+            except asyncio.CancelledError:
+                if not self._interrupt_reason:
+                    raise  # the workflow itself was cancelled
+                return f"the final sync was interrupted: {self._interrupt_reason}"
+            finally:
+                self._run_task = None
+                self._interrupt_reason = ""
             last = st.runs[-1] if st.runs else None
             if last is None or last.outcome != "SUCCEEDED":
                 why = last.reason if last is not None else "no run"
