@@ -108,6 +108,8 @@ def refusal(cmd: Command, view: LifecycleView) -> str | None:
     if view.job_in_progress and cmd in _NOT_DURING_LAUNCH:
         return f"job {view.job_in_progress} is still in progress for this server; wait for it"
     if state not in ALLOWED_FROM[cmd]:
+        if len(ALLOWED_FROM[cmd]) > 4:  # allowed almost everywhere: naming them all reads badly
+            return f"the server is {label(state)}; {_human(cmd)} is not possible then"
         allowed = " or ".join(sorted(label(s) for s in ALLOWED_FROM[cmd]))
         return f"the server is {label(state)}; {_human(cmd)} needs it {allowed}"
     if cmd in _NEEDS_GROUP and not view.has_complete_group:
