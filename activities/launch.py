@@ -8,10 +8,13 @@ deleted subnet, a refused parameter) fail at once with EC2's reason.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pyVmomi import vim
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -30,8 +33,16 @@ from snapship.launch.messages import (
     ValidateSettingsInput,
     ValidateSettingsResult,
 )
-from snapship.launch.settings import ec2_boot_mode, right_size, settings_problems, type_problems
+from snapship.launch.settings import (
+    InstanceTypeInfo,
+    ec2_boot_mode,
+    right_size,
+    settings_problems,
+    type_problems,
+)
 from snapship.vsphere import power
+
+TYPES_TTL_S = 3600.0
 
 
 def _now() -> str:
@@ -45,6 +56,16 @@ def _fail(err: EbsCallError) -> ApplicationError:
 class LaunchActivities:
     def __init__(self, deps: WorkerDeps) -> None:
         self.deps = deps
+        self._types: tuple[float, list[InstanceTypeInfo]] | None = None
+        self._types_lock = threading.Lock()
+
+    def _current_types(self, ec2: Any) -> list[InstanceTypeInfo]:
+        """DescribeInstanceTypes is long (hundreds of types over many pages): one answer per
+        worker serves right-sizing for TYPES_TTL_S."""
+        with self._types_lock:
+            if self._types is None or time.monotonic() - self._types[0] > TYPES_TTL_S:
+                self._types = (time.monotonic(), launch_ec2.instance_types(ec2))
+            return self._types[1]
 
     def all(self) -> list[Callable[..., Any]]:
         return [
@@ -62,7 +83,7 @@ class LaunchActivities:
             return target.instance_type, boot
         if target.settings.right_sizing == "BASIC":
             best = right_size(
-                launch_ec2.instance_types(ec2), target.num_cpu, target.memory_mb, boot
+                self._current_types(ec2), target.num_cpu, target.memory_mb, boot
             )
             if best is not None:
                 return best.name, boot
@@ -113,7 +134,7 @@ class LaunchActivities:
             if s.subnet_id and not launch_ec2.subnet_exists(ec2, s.subnet_id):
                 problems.append(f"subnet {s.subnet_id} does not exist")
             if s.right_sizing == "BASIC":
-                best = right_size(launch_ec2.instance_types(ec2), inp.num_cpu, inp.memory_mb, boot)
+                best = right_size(self._current_types(ec2), inp.num_cpu, inp.memory_mb, boot)
                 if best is None:
                     problems.append(
                         f"no current-generation instance type fits {inp.num_cpu} vCPUs and "
@@ -138,9 +159,24 @@ class LaunchActivities:
                 )
             except ValueError as err:
                 raise ApplicationError(str(err), type="BadInput", non_retryable=True) from err
+            except vim.fault.NoPermission as err:
+                raise _no_permission(err, "cut over with a final sync (or use --stop-mode "
+                                     "leave-running)") from err
         return StopSourceResult(out.was_powered_on, out.action, out.powered_off_by_us, _now())
 
     @activity.defn(name="snapship.start_source")
     def start_source(self, inp: StartSourceInput) -> bool:
         with self.deps.vcenter(inp.vcenter_id) as session:
-            return power.power_on(session, inp.vm_moref)
+            try:
+                return power.power_on(session, inp.vm_moref)
+            except vim.fault.NoPermission as err:
+                raise _no_permission(err, "power the source on again") from err
+
+
+def _no_permission(err: Any, what: str) -> ApplicationError:
+    """vCenter's NoPermission as one line: which privilege to grant, for what."""
+    privilege = str(getattr(err, "privilegeId", "") or "a power privilege")
+    return ApplicationError(
+        f"the vCenter user lacks the privilege {privilege} on the VM, needed to {what}",
+        type="MissingPrivileges", non_retryable=True,
+    )

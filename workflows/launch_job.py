@@ -124,7 +124,9 @@ class LaunchJobWorkflow:
                 LaunchServerInput(self._inp.job_id, target),
                 result_type=LaunchServerResult,
                 start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(minutes=2),
+                # The activity beats while it waits for the instance; a dead worker's launch is
+                # retried (same image name, same ClientToken) within this.
+                heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=LAUNCH_RETRY,
             )
         except ActivityError as err:
