@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from snapship.permit_messages import RunPriority
     from snapship.states import DataReplicationState as DRS
+    from snapship.states import LifeCycleState as LCS
 
 GIB = 1 << 30
 POWER_RETRY = RetryPolicy(
@@ -62,7 +63,7 @@ POWER_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=60),
     maximum_attempts=6,
-    non_retryable_error_types=["BadInput"],
+    non_retryable_error_types=["BadInput", "MissingPrivileges"],
 )
 STOP_MODES = ("shutdown", "power-off", "leave-running")
 
@@ -237,10 +238,13 @@ class LifecycleUpdates:
         if req.final_sync:
             failure = await self._final_sync(req, record)
             if failure:
+                # Nothing launched: back to ready for cutover, the source as it was.
+                await self._restart_source_if_we_stopped_it()
                 ls.job_in_progress = ""
                 record.launch_status = LaunchStatus.FAILED.value
                 record.error = failure
                 st.last_error = f"cutover: {failure}"
+                st.lifecycle_state = LCS.READY_FOR_CUTOVER.value
                 if req.job_id:
                     await workflow.get_external_workflow_handle(job_id).signal(
                         "skip_server", ServerSkip(self._inp.source_server_id, failure)
@@ -315,20 +319,26 @@ class LifecycleUpdates:
             await self._hand_to_job(job_id, False, InitiatedBy.TERMINATE,
                                     terminate=list(ls.cutover_instances))
             notes.append(f"the cutover instance terminates in job {job_id}")
-        if ls.powered_off_by_snapship and self._discovered is not None:
-            await workflow.execute_activity(
-                "snapship.start_source",
-                StartSourceInput(self._discovered.facts.moref, vcenter_id=self._inp.vcenter_uuid),
-                result_type=bool,
-                start_to_close_timeout=timedelta(minutes=20),
-                retry_policy=POWER_RETRY,
-            )
-            ls.powered_off_by_snapship = False
+        if await self._restart_source_if_we_stopped_it():
             notes.append("the source VM is powered on again")
         self._move(Command.REVERT_CUTOVER)
         if self._state.replicating:
             self._wake = True  # replication resumes with a run now
         return self._result("; ".join(notes))
+
+    async def _restart_source_if_we_stopped_it(self) -> bool:
+        ls = self._launch
+        if not ls.powered_off_by_snapship or self._discovered is None:
+            return False
+        await workflow.execute_activity(
+            "snapship.start_source",
+            StartSourceInput(self._discovered.facts.moref, vcenter_id=self._inp.vcenter_uuid),
+            result_type=bool,
+            start_to_close_timeout=timedelta(minutes=20),
+            retry_policy=POWER_RETRY,
+        )
+        ls.powered_off_by_snapship = False
+        return True
 
     @revert_cutover.validator
     def _validate_revert_cutover(self, cmd: LifecycleCommand) -> None:
