@@ -500,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
 
     # Listed for --help only: main() hands their arguments to the programs they run.
+    from snapship.cli import lifecycle as lifecycle_cli
+
+    lifecycle_cli.add_arguments(sub, _add_data_dir)
     sub.add_parser("worker", help="run the Temporal worker in the foreground (snapship-worker)")
     sub.add_parser("demo", help="run the end-to-end demo against the sandbox")
     return parser
@@ -533,6 +536,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_vcenter(args))
         if args.command == "temporal":
             return _temporal(args)
+        from snapship.cli import lifecycle as lifecycle_cli
+
+        if args.command in lifecycle_cli.COMMANDS:
+            return asyncio.run(lifecycle_cli.run(args, load_config(args), connect))
     except CliError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR

@@ -280,6 +280,9 @@ def dashboard(row: ServerRow) -> str:
         out.append(f"  ! {warning}")
     if s.vanished:
         out.append("  ! the VM is no longer in vCenter's inventory")
+    from snapship.cli.lifecycle import launch_text
+
+    out.append(launch_text(s))
     if s.tags:
         out.append("")
         out.append("Tags  " + "  ".join(f"{k}={v}" for k, v in sorted(s.tags.items())))
