@@ -19,6 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import WorkerDeps
+from activities.heartbeat import heartbeats_while_running
 from snapship.ebs.client import EbsCallError
 from snapship.launch import ec2 as launch_ec2
 from snapship.launch.messages import (
@@ -90,6 +91,7 @@ class LaunchActivities:
         return target.settings.instance_type, boot
 
     @activity.defn(name="snapship.launch_server")
+    @heartbeats_while_running
     def launch_server(self, inp: LaunchServerInput) -> LaunchServerResult:
         ec2 = self.deps.aws().ec2
         try:
@@ -112,6 +114,7 @@ class LaunchActivities:
         return LaunchServerResult(instance, image, view.launch_time or _now(), state)
 
     @activity.defn(name="snapship.terminate_instances")
+    @heartbeats_while_running
     def terminate_instances(self, inp: TerminateInput) -> TerminateResult:
         try:
             done = launch_ec2.terminate_instances(self.deps.aws().ec2, inp.instance_ids)
@@ -120,6 +123,7 @@ class LaunchActivities:
         return TerminateResult(done)
 
     @activity.defn(name="snapship.validate_launch_settings")
+    @heartbeats_while_running
     def validate_launch_settings(self, inp: ValidateSettingsInput) -> ValidateSettingsResult:
         """Check settings against EC2 before they are saved: the subnet exists, the instance type
         exists and supports the boot mode (or right-sizing finds one)."""
@@ -151,6 +155,7 @@ class LaunchActivities:
         return ValidateSettingsResult(problems, chosen)
 
     @activity.defn(name="snapship.stop_source")
+    @heartbeats_while_running
     def stop_source(self, inp: StopSourceInput) -> StopSourceResult:
         with self.deps.vcenter(inp.vcenter_id) as session:
             try:
@@ -165,6 +170,7 @@ class LaunchActivities:
         return StopSourceResult(out.was_powered_on, out.action, out.powered_off_by_us, _now())
 
     @activity.defn(name="snapship.start_source")
+    @heartbeats_while_running
     def start_source(self, inp: StartSourceInput) -> bool:
         with self.deps.vcenter(inp.vcenter_id) as session:
             try:

@@ -50,6 +50,14 @@ TIMEOUTS: dict[str, Timeouts] = {
     # One signal-with-start RPC; one describe per holder (it beats after each).
     "snapship.request_permit": _t(timedelta(seconds=30)),
     "snapship.permit_holders_alive": _t(timedelta(minutes=2)),
+    # Launch jobs and the lifecycle (issue 14). A launch waits for its instance to run; a retried
+    # attempt reuses the image name and ClientToken, so it never launches a second instance.
+    "snapship.launch_server": _t(timedelta(minutes=30)),
+    "snapship.terminate_instances": _t(timedelta(minutes=10)),
+    "snapship.validate_launch_settings": _t(timedelta(minutes=2)),
+    # A guest shutdown may take its grace time (5 min) before the power-off.
+    "snapship.stop_source": _t(timedelta(minutes=20)),
+    "snapship.start_source": _t(timedelta(minutes=20)),
 }
 
 

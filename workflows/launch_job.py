@@ -18,6 +18,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.activity_options import timeouts
+
 with workflow.unsafe.imports_passed_through():
     from snapship.launch.messages import (
         InitiatedBy,
@@ -123,10 +125,7 @@ class LaunchJobWorkflow:
                 "snapship.launch_server",
                 LaunchServerInput(self._inp.job_id, target),
                 result_type=LaunchServerResult,
-                start_to_close_timeout=timedelta(minutes=30),
-                # The activity beats while it waits for the instance; a dead worker's launch is
-                # retried (same image name, same ClientToken) within this.
-                heartbeat_timeout=timedelta(seconds=30),
+                **timeouts("snapship.launch_server"),
                 retry_policy=LAUNCH_RETRY,
             )
         except ActivityError as err:
@@ -147,7 +146,7 @@ class LaunchJobWorkflow:
                 "snapship.terminate_instances",
                 TerminateInput(self._inp.job_id, sid, instance_ids),
                 result_type=TerminateResult,
-                start_to_close_timeout=timedelta(minutes=10),
+                **timeouts("snapship.terminate_instances"),
                 retry_policy=LAUNCH_RETRY,
             )
         except ActivityError as err:

@@ -25,6 +25,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
+from workflows.activity_options import timeouts
+
 with workflow.unsafe.imports_passed_through():
     from snapship.launch.messages import (
         GroupDisk,
@@ -151,6 +153,20 @@ class LifecycleUpdates:
             firmware=facts.firmware if facts else "bios",
         )
 
+    @staticmethod
+    def _pin(record: LaunchRecord, target: LaunchTarget) -> None:
+        record.group_id = target.group_id
+        record.snapshot_ids = [d.snapshot_id for d in target.disks]
+
+    def _protected_snapshots(self) -> list[str]:
+        """Snapshots retention must keep: the groups of the last test and the last cutover."""
+        ls = self._launch
+        out: list[str] = []
+        for rec in (ls.last_test, ls.last_cutover):
+            if rec is not None:
+                out.extend(rec.snapshot_ids)
+        return out
+
     async def _hand_to_job(
         self, job_id: str, joined: bool, initiated_by: InitiatedBy,
         target: LaunchTarget | None = None, terminate: list[str] | None = None,
@@ -189,6 +205,7 @@ class LifecycleUpdates:
                                     launch_status=LaunchStatus.PENDING.value)
         self._move(Command.START_TEST)
         target = self._target("test", terminate_first=ls.test_instances)
+        self._pin(ls.last_test, target)
         await self._hand_to_job(job_id, bool(req.job_id), InitiatedBy.START_TEST, target)
         return self._result(f"test launch started in job {job_id} from {target.group_id}")
 
@@ -252,6 +269,7 @@ class LifecycleUpdates:
                 self._publish()
                 return self._result(f"cutover not launched: {failure}")
         target = self._target("cutover", terminate_first=[])
+        self._pin(record, target)
         ls.final_sync_group = target.group_id if req.final_sync else ""
         await self._hand_to_job(job_id, bool(req.job_id), InitiatedBy.START_CUTOVER, target)
         return self._result(f"cutover launch started in job {job_id} from {target.group_id}")
@@ -278,8 +296,7 @@ class LifecycleUpdates:
                     "snapship.stop_source",
                     StopSourceInput(moref, req.stop_mode, vcenter_id=self._inp.vcenter_uuid),
                     result_type=StopSourceResult,
-                    start_to_close_timeout=timedelta(minutes=20),
-                    heartbeat_timeout=timedelta(minutes=2),
+                    **timeouts("snapship.stop_source"),
                     retry_policy=POWER_RETRY,
                 )
             except ActivityError as err:
@@ -334,7 +351,7 @@ class LifecycleUpdates:
             "snapship.start_source",
             StartSourceInput(self._discovered.facts.moref, vcenter_id=self._inp.vcenter_uuid),
             result_type=bool,
-            start_to_close_timeout=timedelta(minutes=20),
+            **timeouts("snapship.start_source"),
             retry_policy=POWER_RETRY,
         )
         ls.powered_off_by_snapship = False
@@ -410,7 +427,7 @@ class LifecycleUpdates:
                 memory_mb=facts.memory_mb if facts else 0,
             ),
             result_type=ValidateSettingsResult,
-            start_to_close_timeout=timedelta(minutes=2),
+            **timeouts("snapship.validate_launch_settings"),
             retry_policy=POWER_RETRY,
         )
         if checked.problems:
