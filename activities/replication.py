@@ -318,7 +318,10 @@ class ReplicationActivities:
     @activity.defn(name="snapship.apply_retention")
     @heartbeats_while_running
     def apply_retention(self, inp: RetentionInput) -> RetentionResult:
-        plan = plan_and_apply_retention(self.deps.aws().ec2, inp.source_server_id, inp.keep_groups)
+        plan = plan_and_apply_retention(
+            self.deps.aws().ec2, inp.source_server_id, inp.keep_groups,
+            inp.protected_snapshot_ids,
+        )
         return RetentionResult([g.group_id for g in plan.delete])
 
     # ------------------------------------------------------------------ shipping

@@ -427,6 +427,8 @@ class RemoveOwnSnapshotsResult:
 class RetentionInput:
     source_server_id: str
     keep_groups: int
+    protected_snapshot_ids: list[str] = field(default_factory=list)
+    """Groups holding one of these are kept (the launched test's and cutover's groups)."""
 
 
 @dataclass

@@ -428,7 +428,7 @@ class SourceServerWorkflow(LifecycleUpdates):
         if st.settings.retention_groups > 0:
             await workflow.execute_activity(
                 "snapship.apply_retention",
-                RetentionInput(sid, st.settings.retention_groups),
+                RetentionInput(sid, st.settings.retention_groups, self._protected_snapshots()),
                 result_type=RetentionResult,
                 **timeouts("snapship.apply_retention"),
                 retry_policy=VCENTER_RETRY,

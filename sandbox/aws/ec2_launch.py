@@ -9,6 +9,8 @@ EC2's behaviour here:
   (request mappings override type/IOPS/encryption per device), so every volume is traceable to the
   snapshot it came from (``Volume.SnapshotId``), and the snapshot still reads through the EBS
   direct APIs. moto instead gives every instance one blank 8 GiB volume.
+- DeleteSnapshot of a snapshot an image registered here uses is ``InvalidSnapshot.InUse``
+  (moto's own check, fed with the image; one image per snapshot is tracked).
 - RunInstances ClientToken: a repeat with the same token returns the first call's instance, and
   the same token with other parameters is ``IdempotentParameterMismatch``. moto launches again.
 """
@@ -112,6 +114,11 @@ def _register_image(self: AmisResponse) -> Any:
             architecture=self._get_param("Architecture") or "x86_64",
         )
         backend.amis[image.id] = image
+        for m in clean:
+            snap = backend.snapshots.get(m["Ebs"].get("SnapshotId", ""))
+            if snap is not None and getattr(snap, "from_ami", None) not in backend.amis:
+                # EC2: a snapshot an image uses cannot be deleted (InvalidSnapshot.InUse).
+                snap.from_ami = image.id
         tags = self._parse_tag_specification().get("image", {})
         if tags:
             image.add_tags(tags)

@@ -227,6 +227,10 @@ class LaunchRecord:
     finalized_at: str = ""
     source_stopped_at: str = ""
     downtime_seconds: float | None = None
+    group_id: str = ""
+    snapshot_ids: list[str] = field(default_factory=list)
+    """The group launched from: retention keeps it (EC2 refuses to delete a snapshot an image
+    uses, and a test or cutover must stay re-launchable from the same point)."""
 
 
 @dataclass

@@ -127,3 +127,13 @@ def test_deleted_subnet_refuses_the_launch(ebs: Any, ec2: Any) -> None:
                           SubnetId=subnet)
     assert _code(exc) == "InvalidSubnetID.NotFound"
     assert len(ec2.describe_instances()["Reservations"]) == before
+
+
+def test_snapshot_used_by_an_image_cannot_be_deleted(ebs: Any, ec2: Any) -> None:
+    boot = write_snapshot(ebs, ec2, {0: b"\11" * BLOCK}, volume_size=1)
+    image_id = _image(ec2, [boot])
+    with pytest.raises(ClientError) as exc:
+        ec2.delete_snapshot(SnapshotId=boot)
+    assert _code(exc) == "InvalidSnapshot.InUse"
+    ec2.deregister_image(ImageId=image_id)
+    ec2.delete_snapshot(SnapshotId=boot)
