@@ -106,12 +106,13 @@ class LaunchActivities:
                 ec2, instance, beat=lambda: activity.heartbeat("instance", instance)
             )
             state = view.state
+            running_at = _now()  # downtime ends when the instance is seen running
             if target.settings.launch_disposition == "STOPPED":
                 launch_ec2.stop_instance(ec2, instance)
                 state = "stopped"
         except EbsCallError as err:
             raise _fail(err) from err
-        return LaunchServerResult(instance, image, view.launch_time or _now(), state)
+        return LaunchServerResult(instance, image, running_at, state)
 
     @activity.defn(name="snapship.terminate_instances")
     @heartbeats_while_running

@@ -28,6 +28,7 @@ from temporalio.workflow import ParentClosePolicy
 from workflows.activity_options import timeouts
 
 with workflow.unsafe.imports_passed_through():
+    from snapship.command_deadline import refuse_if_expired
     from snapship.launch.messages import (
         GroupDisk,
         InitiatedBy,
@@ -118,7 +119,8 @@ class LifecycleUpdates:
             vm_present=not (self._discovered is not None and self._discovered.vanished),
         )
 
-    def _check(self, cmd: Command) -> None:
+    def _check(self, cmd: Command, not_after: str = "") -> None:
+        refuse_if_expired(not_after, workflow.now())
         why = refusal(cmd, self._view())
         if why:
             raise ValueError(why)
@@ -211,7 +213,7 @@ class LifecycleUpdates:
 
     @start_test.validator
     def _validate_start_test(self, req: LaunchRequest) -> None:
-        self._check(Command.START_TEST)
+        self._check(Command.START_TEST, req.not_after)
 
     @workflow.update(name="mark_ready_for_cutover")
     async def mark_ready_for_cutover(self, cmd: LifecycleCommand) -> CommandResult:
@@ -226,7 +228,7 @@ class LifecycleUpdates:
 
     @mark_ready_for_cutover.validator
     def _validate_mark_ready(self, cmd: LifecycleCommand) -> None:
-        self._check(Command.MARK_READY_FOR_CUTOVER)
+        self._check(Command.MARK_READY_FOR_CUTOVER, cmd.not_after)
 
     @workflow.update(name="revert_to_ready_for_test")
     def revert_to_ready_for_test(self, cmd: LifecycleCommand) -> CommandResult:
@@ -237,7 +239,7 @@ class LifecycleUpdates:
 
     @revert_to_ready_for_test.validator
     def _validate_revert_test(self, cmd: LifecycleCommand) -> None:
-        self._check(Command.REVERT_TO_READY_FOR_TEST)
+        self._check(Command.REVERT_TO_READY_FOR_TEST, cmd.not_after)
 
     # ------------------------------------------------------------------ cutover
 
@@ -276,7 +278,7 @@ class LifecycleUpdates:
 
     @start_cutover.validator
     def _validate_start_cutover(self, req: LaunchRequest) -> None:
-        self._check(Command.START_CUTOVER)
+        self._check(Command.START_CUTOVER, req.not_after)
         if req.stop_mode not in STOP_MODES:
             raise ValueError(f"stop mode must be one of {', '.join(STOP_MODES)}")
         if req.final_sync and not self._state.replicating:
@@ -359,7 +361,7 @@ class LifecycleUpdates:
 
     @revert_cutover.validator
     def _validate_revert_cutover(self, cmd: LifecycleCommand) -> None:
-        self._check(Command.REVERT_CUTOVER)
+        self._check(Command.REVERT_CUTOVER, cmd.not_after)
 
     @workflow.update(name="finalize_cutover")
     async def finalize_cutover(self, cmd: LifecycleCommand) -> CommandResult:
@@ -376,7 +378,7 @@ class LifecycleUpdates:
 
     @finalize_cutover.validator
     def _validate_finalize(self, cmd: LifecycleCommand) -> None:
-        self._check(Command.FINALIZE_CUTOVER)
+        self._check(Command.FINALIZE_CUTOVER, cmd.not_after)
 
     # ------------------------------------------------------------ terminate, disconnect, archive
 
@@ -391,7 +393,7 @@ class LifecycleUpdates:
 
     @terminate_target_instances.validator
     def _validate_terminate(self, cmd: LifecycleCommand) -> None:
-        self._check(Command.TERMINATE_TARGET_INSTANCES)
+        self._check(Command.TERMINATE_TARGET_INSTANCES, cmd.not_after)
 
     @workflow.update(name="disconnect")
     async def disconnect(self, cmd: LifecycleCommand) -> CommandResult:
@@ -401,7 +403,7 @@ class LifecycleUpdates:
 
     @disconnect.validator
     def _validate_disconnect(self, cmd: LifecycleCommand) -> None:
-        self._check(Command.DISCONNECT)
+        self._check(Command.DISCONNECT, cmd.not_after)
 
     @workflow.update(name="mark_archived")
     def mark_archived(self, cmd: LifecycleCommand) -> CommandResult:
@@ -411,7 +413,7 @@ class LifecycleUpdates:
 
     @mark_archived.validator
     def _validate_archive(self, cmd: LifecycleCommand) -> None:
-        self._check(Command.MARK_ARCHIVED)
+        self._check(Command.MARK_ARCHIVED, cmd.not_after)
 
     # ------------------------------------------------------------------ launch settings
 

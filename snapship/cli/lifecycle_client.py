@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.service import RPCError
 
+from snapship.command_deadline import deadline_after
 from snapship.launch.messages import (
     InitiatedBy,
     LaunchJobInput,
@@ -91,7 +92,8 @@ async def start_launch_job(
     update = "start_test" if initiated_by is InitiatedBy.START_TEST else "start_cutover"
 
     async def one(wid: str) -> ServerOutcome:
-        req = LaunchRequest(job_id=job_id, final_sync=base.final_sync, stop_mode=base.stop_mode)
+        req = LaunchRequest(job_id=job_id, final_sync=base.final_sync, stop_mode=base.stop_mode,
+                            not_after=deadline_after(UPDATE_TIMEOUT))
         handle = client.get_workflow_handle(wid)
         try:
             if update == "start_cutover":
@@ -124,10 +126,14 @@ async def send_lifecycle(
 ) -> ServerOutcome:
     """One lifecycle Update on one server; a refusal comes back with its reason."""
     name = SINGLE_COMMANDS.get(command, command)
+    if arg is None:
+        arg = LifecycleCommand()
+    if isinstance(arg, LifecycleCommand) and not arg.not_after:
+        arg = replace(arg, not_after=deadline_after(UPDATE_TIMEOUT))
     handle = client.get_workflow_handle(workflow_id)
     try:
         result: CommandResult = await handle.execute_update(
-            name, arg if arg is not None else LifecycleCommand(), result_type=CommandResult,
+            name, arg, result_type=CommandResult,
             rpc_timeout=UPDATE_TIMEOUT,
         )
     except (WorkflowUpdateFailedError, RPCError) as exc:

@@ -297,6 +297,7 @@ class LaunchRequest:
     job_id: str = ""
     final_sync: bool = True
     stop_mode: str = "shutdown"
+    not_after: str = ""  # ISO UTC; a later delivery is refused (snapship.command_deadline)
 
 
 @dataclass
@@ -306,3 +307,4 @@ class LifecycleCommand:
     job_id: str = ""
     terminate_test_instances: bool = False
     reason: str = ""
+    not_after: str = ""  # ISO UTC; a later delivery is refused (snapship.command_deadline)

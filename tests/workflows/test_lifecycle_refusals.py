@@ -9,6 +9,7 @@ import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
+from snapship.command_deadline import EXPIRED_MESSAGE
 from snapship.launch.messages import LaunchRequest, LaunchSettings, LifecycleCommand
 from snapship.messages import StartReplicationRequest
 from tests.workflows.fakes import FakeVm
@@ -48,6 +49,8 @@ async def test_lifecycle_commands_refused_in_wrong_states(
             arg: Any = LaunchRequest() if name in ("start_test", "start_cutover") else (
                 LifecycleCommand())
             assert await reason(handle, name, arg) == why, name
+        expired = LaunchRequest(not_after="2020-01-01T00:00:00+00:00")
+        assert await reason(handle, "start_test", expired) == EXPIRED_MESSAGE
         assert "launch disposition must be one of" in await reason(
             handle, "update_launch_settings", LaunchSettings(launch_disposition="RUNNING"))
         # Ready for testing: cutover and finalize still refused; the state did not move.
