@@ -6,7 +6,9 @@ headless, driven over the DevTools protocol) and checks, as a person would by lo
      state (after the README's one step: add the Snapship columns, which the Web UI keeps in the
      browser's local storage; this script applies that step the same way);
   2. a source server's history page shows decoded payloads (the codec endpoint reached the UI),
-     not encrypted blobs.
+     not encrypted blobs;
+  3. its "User Metadata" tab shows the summary and current details (VM name, lifecycle, data
+     replication state), decoded.
 Screenshots land in --out. Exit 0 when both hold; otherwise one line saying what is missing.
 
     .venv/bin/python scripts/webui_check.py --data-dir ~/.snapship [--out DIR]
@@ -87,7 +89,13 @@ class Page:
                 return result
 
     async def text(self) -> str:
-        result = await self.call("Runtime.evaluate", expression="document.body.innerText",
+        # The page, plus same-origin frames (the Web UI renders Markdown details in one).
+        expression = (
+            "[document.body.innerText, ...Array.from(document.querySelectorAll('iframe'))"
+            ".map(f => { try { return f.contentDocument.body.innerText; } catch (e) "
+            "{ return ''; } })].join('\\n')"
+        )
+        result = await self.call("Runtime.evaluate", expression=expression,
                                  returnByValue=True)
         return str(result.get("result", {}).get("value") or "")
 
@@ -209,6 +217,16 @@ async def check(cfg: ClientConfig, ui: str, out: Path, timeout: float) -> list[s
             await page.screenshot(out / "webui-history.png")
         report.append(f"history of {first.vm_name}: payloads decoded "
                       f"({out / 'webui-history.png'})")
+
+        # The server's summary and current details, decoded (tab "User Metadata").
+        await page.call("Page.navigate", url=url.removesuffix("/history") + "/user-metadata")
+        try:
+            await page.wait_for([first.vm_name, "Lifecycle: ", "Data replication: "],
+                                ENCRYPTED_MARK, timeout)
+        finally:
+            await page.screenshot(out / "webui-metadata.png")
+        report.append(f"summary and details of {first.vm_name} shown "
+                      f"({out / 'webui-metadata.png'})")
     return report
 
 

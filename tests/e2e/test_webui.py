@@ -95,6 +95,7 @@ def test_webui_lists_names_and_states_and_decodes_history(
         out, err = done.stdout, done.stderr
         assert done.returncode == 0, err
         assert "list: 2 server(s)" in out and "payloads decoded" in out
+        assert "summary and details of db-01 shown" in out
     finally:
         if worker is not None:
             worker.terminate()
