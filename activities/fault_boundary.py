@@ -13,7 +13,9 @@ state because an activity is retrying says so in the status query and the consol
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,6 +51,21 @@ def retry_delay(policy: RetryPolicy | None, failed_attempt: int) -> timedelta:
     return min(delay, cap)
 
 
+MAX_DETAILS_CHARS = 2000
+"""Details travel into history with the failure; Temporal refuses a failure that is too large
+("Failure exceeds size limit"), and then the attempt's failure is not recorded at all."""
+
+
+def small_details(details: Sequence[Any]) -> tuple[Any, ...]:
+    """An ApplicationError's details while they are small (measured as JSON), else none: the
+    one-line message already says what happened."""
+    try:
+        size = len(json.dumps(list(details), default=str))
+    except (TypeError, ValueError):
+        return ()
+    return tuple(details) if size <= MAX_DETAILS_CHARS else ()
+
+
 def to_failure(exc: Exception, info: activity.Info) -> tuple[ApplicationError, Fault]:
     """The ApplicationError Temporal records for ``exc`` at this attempt."""
     if isinstance(exc, ApplicationError):
@@ -56,7 +73,7 @@ def to_failure(exc: Exception, info: activity.Info) -> tuple[ApplicationError, F
         return (
             ApplicationError(
                 fault.message,
-                *exc.details,
+                *small_details(exc.details),
                 type=exc.type,
                 non_retryable=exc.non_retryable,
                 next_retry_delay=exc.next_retry_delay,

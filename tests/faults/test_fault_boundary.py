@@ -75,3 +75,10 @@ def test_backoff_is_capped() -> None:
     assert retry_delay(POLICY, 1) == timedelta(seconds=5)
     assert retry_delay(POLICY, 20) == timedelta(minutes=5)
     assert retry_delay(None, 3) == timedelta(seconds=1)
+
+
+def test_large_details_are_dropped_small_ones_kept() -> None:
+    huge, _ = to_failure(ApplicationError("boom", "x" * 100_000, type="Big"), info(1))
+    assert huge.details == () and huge.message == "boom" and huge.type == "Big"
+    small, _ = to_failure(ApplicationError("boom", {"disk": 2000}, type="Small"), info(1))
+    assert small.details == ({"disk": 2000},)
