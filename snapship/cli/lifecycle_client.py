@@ -15,7 +15,12 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
+from temporalio.client import (
+    Client,
+    RPCTimeoutOrCancelledError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
 from temporalio.service import RPCError
 
 from snapship.command_deadline import deadline_after
@@ -106,7 +111,8 @@ async def start_launch_job(
                     # A validator's refusal is already known here and raises at once.
                     done = await asyncio.wait_for(started.result(), ACCEPTED_PEEK_S)
                     return ServerOutcome(wid, done.accepted, done.message)
-                except TimeoutError:
+                except (TimeoutError, RPCTimeoutOrCancelledError):
+                    # Still running (the poll was cut short): accepted, the job reports the rest.
                     return ServerOutcome(wid, True, "cutover accepted: final sync, then launch")
             result: CommandResult = await handle.execute_update(
                 update, req, result_type=CommandResult, rpc_timeout=UPDATE_TIMEOUT

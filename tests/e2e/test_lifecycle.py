@@ -128,7 +128,11 @@ async def test_test_ready_cutover_revert_cutover_finalize(
         # A guest write just before the cutover command must reach the cutover instance.
         marker = bytes(range(256)) * 2048  # 512 KiB
         sb.sim.admin.write(VM, 1 * MIB, marker, disk=keys[0])
-        await handle.execute_update("start_cutover", LaunchRequest())
+        job = await start_launch_job(  # as `snapship cutover` does: one job, the server joins
+            sb.client, sb.config.temporal.control_task_queue, InitiatedBy.START_CUTOVER,
+            [handle.id],
+        )
+        assert job.outcomes[0].accepted, job.outcomes
         st = await wait_status(handle, launched("cutover", cut1.job_id), timeout=180)
         cut = st.launch.last_cutover  # type: ignore[union-attr]
         assert cut is not None and cut.launch_status == "LAUNCHED", cut
