@@ -396,6 +396,29 @@ class Demo:
                     part.stop()
 
 
+def test_and_cut_over(demo: Demo, name: str) -> None:
+    """The end of a migration for one VM: a test instance, ready for cutover, a cutover with a
+    final sync (the guest is shut down, one more run ships, the instance launches from exactly
+    that group), finalize. Each step is the console command a user would type."""
+    home = ["--data-dir", str(demo.home)]
+    steps: list[tuple[str, ...]] = [
+        ("test", name, "--wait"),
+        ("mark-ready", name),
+        ("cutover", name, "--wait"),
+        ("finalize", name),
+    ]
+    for step in steps:
+        out = demo.snapship(*step, *home, ok=(0, 3))
+        if "REFUSED" in out or "FAILED" in out:
+            demo.failures.append(f"{name}: `snapship {' '.join(step)}` did not succeed")
+            return
+    demo.snapship("servers", "show", name, *home)
+    demo.snapship("jobs", *home)
+    power = demo.sim.admin.vm(name)["power_state"]
+    if power != "poweredOff":
+        demo.failures.append(f"{name}: the source is {power} after its cutover")
+
+
 def run_demo(demo: Demo, scenario: Path | dict[str, Any], hold: bool) -> int:
     started = time.monotonic()
     if not STUB_TARBALL.is_file():
@@ -421,6 +444,7 @@ def run_demo(demo: Demo, scenario: Path | dict[str, Any], hold: bool) -> int:
         asyncio.run(demo.wait_for_runs(names))
     demo.snapship("servers", "--data-dir", str(demo.home))
     demo.snapship("servers", "show", names[0], "--data-dir", str(demo.home))
+    test_and_cut_over(demo, names[0])
     demo.snapship("replicate", "stop", "--all", "--data-dir", str(demo.home), ok=(0, 3))
     groups_ok, disks_ok = demo.verify_groups(names)
     demo.verify_no_leftover_snapshots()
