@@ -19,7 +19,8 @@ from snapship.ebs.client import AwsClients, AwsConnection, AwsCredentials, make_
 from snapship.secrets import SecretStore
 from snapship.telemetry.metrics import METRICS, SnapshipMetrics
 from snapship.vcenters import UnknownVcenter, find_vcenter, password_secret
-from snapship.vddk.binding import VixDiskLib
+from snapship.vddk.config_file import VddkSettings
+from snapship.vddk.process import VddkLibrary
 from snapship.vddk.thumbprint import server_thumbprint
 from snapship.vsphere.session import VcenterSession
 
@@ -48,6 +49,7 @@ class WorkerDeps:
         self._aws_key: float | None = None
         self._thumbprints: dict[tuple[str, int], str] = {}
         self._config_version: tuple[int, int] | None = None
+        self._vddk: VddkLibrary | None = None
 
     def _secrets_mtime(self) -> float:
         try:
@@ -159,5 +161,18 @@ class WorkerDeps:
                 self._aws_key = mtime
             return self._aws
 
-    def vddk(self) -> VixDiskLib:
-        return VixDiskLib.load(Path(self.config.vddk_lib_path))
+    def vddk(self) -> VddkLibrary:
+        """How to start VDDK reader processes (the worker itself never loads the library)."""
+        with self._lock:
+            if self._vddk is None:
+                rep = self.config.replication
+                self._vddk = VddkLibrary(
+                    lib_path=Path(self.config.vddk_lib_path),
+                    work_dir=Path(self.config.data_dir) / "vddk-work",
+                    settings=VddkSettings(
+                        read_timeout_ms=rep.vddk_nfc_read_timeout_ms,
+                        log_level=rep.vddk_log_level,
+                    ),
+                    reads_in_flight=rep.vddk_reads_in_flight,
+                )
+            return self._vddk

@@ -13,8 +13,10 @@ whose size is rounded up to whole GiB).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 EBS_BLOCK_SIZE = 524_288
 """Bytes in one EBS snapshot block (the only DataLength PutSnapshotBlock accepts)."""
@@ -144,3 +146,31 @@ def iter_blocks(
         for i, index in enumerate(run.indices):
             chunk = view[i * EBS_BLOCK_SIZE : (i + 1) * EBS_BLOCK_SIZE]
             yield index, pad_block(bytes(chunk))
+
+
+ZERO_BLOCK_SHA256 = bytes.fromhex(
+    "07854d2fef297a06ba81685e660c332de36d5d18d546927d30daad6d7fda1541"
+)
+"""SHA-256 of one all-zero 512 KiB block: a block whose digest is this is a zero block."""
+
+
+class SourceBlock(NamedTuple):
+    """One 512 KiB block as the VDDK reader hands it to the EBS writer: hashed at the source.
+
+    `digest` is the raw SHA-256 of exactly `data` (a full, zero-padded block); `is_zero` is
+    derived from it, so the worker neither hashes nor scans the bytes again.
+    """
+
+    block_index: int
+    data: bytes
+    digest: bytes
+    is_zero: bool
+
+    @classmethod
+    def of(cls, block_index: int, data: bytes, digest: bytes) -> SourceBlock:
+        return cls(block_index, data, digest, digest == ZERO_BLOCK_SHA256)
+
+    @property
+    def checksum_b64(self) -> str:
+        """The base64 SHA-256 PutSnapshotBlock's Checksum wants."""
+        return base64.b64encode(self.digest).decode("ascii")

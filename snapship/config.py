@@ -100,6 +100,11 @@ class ReplicationDefaults:
     vm_mbps: int = 0
     ebs_requests_per_second: int = 1000
     blackout_windows: list[str] = field(default_factory=list)
+    vddk_nfc_read_timeout_ms: int = 60_000
+    """VDDK's NFC read timeout: a read stuck on the host fails after this (config file)."""
+    vddk_reads_in_flight: int = 4
+    """ReadAsync calls queued per disk handle in its reader process (2 MiB each)."""
+    vddk_log_level: int = 2
 
 
 @dataclass

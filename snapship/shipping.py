@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from snapship.blocks import extents_to_blocks, iter_blocks, volume_size_gib
+from snapship.blocks import extents_to_blocks, volume_size_gib
 from snapship.ebs.client import EbsCallError
 from snapship.ebs.completion import mark_completion, snapshot_state
 from snapship.ebs.groups import SnapshotTags
@@ -30,7 +30,7 @@ from snapship.ebs.writer import (
 )
 from snapship.messages import DiskProgress, DiskShipPlan, DiskShipResult, ShipInput
 from snapship.telemetry.metrics import METRICS, SnapshipMetrics
-from snapship.vddk.binding import VixDiskLib
+from snapship.vddk.process import VddkLibrary
 from snapship.vddk.reader import DiskReader
 from snapship.vsphere.cbt import query_changed_areas
 from snapship.vsphere.errors import CbtResetRequired
@@ -118,7 +118,7 @@ class Shipper:
     def __init__(
         self,
         session: VcenterSession,
-        vddk: VixDiskLib,
+        vddk: VddkLibrary,
         endpoint: VddkEndpoint,
         ebs: Any,
         ec2: Any,
@@ -379,9 +379,9 @@ class Shipper:
                 snapshot_moref=inp.snapshot_moref,
                 disk_path=plan.file_name,
                 transport_modes=self.endpoint.transport_modes,
-                max_handles=1,
             ) as reader:
-                writer.put_blocks(upload, iter_blocks(reader.read, indices, plan.capacity_bytes))
+                # Blocks arrive hashed and zero-tested by the reader process: this thread sends.
+                writer.put_blocks(upload, reader.blocks(indices))
             # Findable before it happens: a retry after a crash from here on must not write.
             mark_completion(self.ec2, upload.snapshot_id, writer.completion_mark(upload))
             writer.complete(upload)

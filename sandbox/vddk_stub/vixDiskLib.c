@@ -11,11 +11,23 @@
  *                                    connect_error=VIXERROR (re-read at each ConnectEx)
  *   datastores/<ds>/<folder>/<name>.vmdk|.data|.map   layers (descriptor, data, grain map)
  *
+ *   vddk/handles/<pid>               open disk handles of that process (written by the stub)
+ *
  * Every handle owns its own file descriptors and maps, and reads use pread, so handles may be
- * used from different threads at once (one handle per thread, as with the real library).
+ * used from different threads at once (one handle per thread, as with the real library). The
+ * exported functions at the end of this file enforce the real library's rules (stub_rules.h)
+ * around the implementations (impl_*), and return error codes with VDDK's high bits set.
+ *
+ * Faults (vddk/faults, re-read at Open): read_error_every=N fails every Nth read with 14011;
+ * read_latency_us=N delays each read; read_stall=1 stalls every read until the config file's
+ * vixDiskLib.nfc.ReadTimeoutMs has passed (then 14011), or forever without that timeout.
  */
 #define _GNU_SOURCE
 #include "vixDiskLib.h"
+#include "stub_rules.h"
+
+#include <pthread.h>
+#include <time.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -40,6 +52,10 @@ struct stub_conn {
    char snapshot[128];
    char mode[16];
    int read_only;
+   const VixDiskLibConnectParams *params; /* must stay alive and unchanged until Disconnect */
+   char server_copy[256];
+   char vmx_copy[256];
+   char user_copy[256];
 };
 
 struct stub_layer {
@@ -61,22 +77,27 @@ struct stub_handle {
    char parent_hint[PATH_MAX];
    long read_error_every;
    long read_latency_us;
+   long read_stall;
+   int has_owner;                   /* every read call on a handle comes from one thread */
+   pthread_t owner;
+   /* ReadAsync: a queue served by one stub thread, which runs the completion callbacks */
+   pthread_t aio_thread;
+   pthread_mutex_t aio_lock;
+   pthread_cond_t aio_cond;
+   struct aio_op *aio_head, *aio_tail;
+   int aio_pending, aio_stop;
+};
+
+struct aio_op {
+   struct aio_op *next;
+   VixDiskLibSectorType start, count;
+   uint8_t *buf;
+   VixDiskLibCompletionCB cb;
+   void *cb_data;
+   struct timespec due; /* submit time + read_latency_us: queued reads overlap their latency */
 };
 
 static unsigned long read_counter; /* shared by all handles: deterministic fault injection */
-static VixDiskLibGenericLogFunc *log_func; /* set once by InitEx, may be NULL */
-
-/* Log like the real library does: through the caller's callback, with a va_list. */
-static void stub_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void stub_log(const char *fmt, ...)
-{
-   if (!log_func)
-      return;
-   va_list ap;
-   va_start(ap, fmt);
-   log_func(fmt, ap);
-   va_end(ap);
-}
 
 /* ----- small helpers ------------------------------------------------------------------- */
 
@@ -272,6 +293,7 @@ static void load_faults(struct stub_handle *h, const char *state)
    char path[PATH_MAX + 32], *text;
    h->read_error_every = 0;
    h->read_latency_us = 0;
+   h->read_stall = 0;
    snprintf(path, sizeof path, "%s/vddk/faults", state);
    if (read_file(path, &text, NULL) < 0)
       return;
@@ -286,6 +308,8 @@ static void load_faults(struct stub_handle *h, const char *state)
          h->read_error_every = v;
       else if (!strcmp(line, "read_latency_us"))
          h->read_latency_us = v;
+      else if (!strcmp(line, "read_stall"))
+         h->read_stall = v;
    }
    free(text);
 }
@@ -332,25 +356,21 @@ VixError VixDiskLib_InitEx(uint32_t majorVersion, uint32_t minorVersion,
                            VixDiskLibGenericLogFunc *panic, const char *libDir,
                            const char *configFile)
 {
-   (void)warn;
-   (void)panic;
-   (void)configFile;
    if (majorVersion > VIXDISKLIB_VERSION_MAJOR)
-      return VIX_E_NOT_SUPPORTED;
-   log_func = log;
+      return stub_err(VIX_E_NOT_SUPPORTED);
+   VixError err = rules_init(log, warn, panic, configFile);
+   if (err)
+      return err;
    stub_log("VixDiskLib: snapship stub %u.%u initialised, libDir=%s\n", majorVersion,
             minorVersion, libDir ? libDir : "(null)");
    return VIX_OK;
 }
 
-void VixDiskLib_Exit(void) {}
+void VixDiskLib_Exit(void) { rules_exit(); }
 
-VixDiskLibConnectParams *VixDiskLib_AllocateConnectParams(void)
-{
-   return calloc(1, sizeof(VixDiskLibConnectParams));
-}
+VixDiskLibConnectParams *VixDiskLib_AllocateConnectParams(void) { return params_allocate(); }
 
-void VixDiskLib_FreeConnectParams(VixDiskLibConnectParams *params) { free(params); }
+void VixDiskLib_FreeConnectParams(VixDiskLibConnectParams *params) { params_free(params); }
 
 const char *VixDiskLib_ListTransportModes(void) { return "nbdssl:nbd"; }
 
@@ -486,7 +506,7 @@ static int valid_ref(const char *s)
    return 1;
 }
 
-VixError VixDiskLib_ConnectEx(const VixDiskLibConnectParams *params, Bool readOnly,
+static VixError impl_ConnectEx(const VixDiskLibConnectParams *params, Bool readOnly,
                               const char *snapshotRef, const char *transportModes,
                               VixDiskLibConnection *connection)
 {
@@ -517,6 +537,10 @@ VixError VixDiskLib_ConnectEx(const VixDiskLibConnectParams *params, Bool readOn
    snprintf(c->vm, sizeof c->vm, "%s", vmx + 6);
    snprintf(c->snapshot, sizeof c->snapshot, "%s", snapshotRef);
    c->read_only = readOnly ? 1 : 0;
+   c->params = params;
+   snprintf(c->server_copy, sizeof c->server_copy, "%s", params->serverName);
+   snprintf(c->vmx_copy, sizeof c->vmx_copy, "%s", params->vmxSpec);
+   snprintf(c->user_copy, sizeof c->user_copy, "%s", params->creds.uid.userName);
    char p[PATH_MAX + 300];
    struct stat st;
    snprintf(p, sizeof p, "%s/vddk/snapshots/%s/%s", c->state, c->vm, c->snapshot);
@@ -532,7 +556,7 @@ VixError VixDiskLib_ConnectEx(const VixDiskLibConnectParams *params, Bool readOn
    return VIX_OK;
 }
 
-VixError VixDiskLib_Disconnect(VixDiskLibConnection connection)
+static VixError impl_Disconnect(VixDiskLibConnection connection)
 {
    struct stub_conn *c = connection;
    if (!c || c->magic != CONN_MAGIC)
@@ -544,7 +568,7 @@ VixError VixDiskLib_Disconnect(VixDiskLibConnection connection)
 
 /* ----- disks ----------------------------------------------------------------------------- */
 
-VixError VixDiskLib_Open(const VixDiskLibConnection connection, const char *path, uint32_t flags,
+static VixError impl_Open(const VixDiskLibConnection connection, const char *path, uint32_t flags,
                          VixDiskLibHandle *diskHandle)
 {
    struct stub_conn *c = connection;
@@ -576,7 +600,7 @@ VixError VixDiskLib_Open(const VixDiskLibConnection connection, const char *path
    return VIX_OK;
 }
 
-VixError VixDiskLib_Close(VixDiskLibHandle diskHandle)
+static VixError impl_Close(VixDiskLibHandle diskHandle)
 {
    struct stub_handle *h = diskHandle;
    if (!h || h->magic != HANDLE_MAGIC)
@@ -654,7 +678,7 @@ static int pread_full(int fd, uint8_t *buf, uint64_t len, uint64_t off)
    return 0;
 }
 
-VixError VixDiskLib_Read(VixDiskLibHandle diskHandle, VixDiskLibSectorType startSector,
+static VixError impl_Read(VixDiskLibHandle diskHandle, VixDiskLibSectorType startSector,
                          VixDiskLibSectorType numSectors, uint8_t *readBuffer)
 {
    struct stub_handle *h = diskHandle;
@@ -663,8 +687,16 @@ VixError VixDiskLib_Read(VixDiskLibHandle diskHandle, VixDiskLibSectorType start
    uint64_t total = h->capacity / VIXDISKLIB_SECTOR_SIZE;
    if (startSector > total || numSectors > total - startSector)
       return VIX_E_DISK_OUTOFRANGE;
-   if (h->read_latency_us > 0)
-      usleep((useconds_t)h->read_latency_us);
+   if (h->read_stall > 0) {
+      /* a host that stopped answering: only the NFC read timeout ends the wait */
+      long waited = 0;
+      while (stub_cfg.read_timeout_ms <= 0 || waited < stub_cfg.read_timeout_ms) {
+         usleep(20000);
+         waited += 20;
+      }
+      stub_warn("VixDiskLib: NFC read timed out after %ld ms\n", waited);
+      return VIX_E_HOST_TCP_CONN_LOST;
+   }
    if (h->read_error_every > 0) {
       unsigned long n = __atomic_add_fetch(&read_counter, 1, __ATOMIC_SEQ_CST);
       if (n % (unsigned long)h->read_error_every == 0)
@@ -709,7 +741,7 @@ VixError VixDiskLib_Flush(VixDiskLibHandle diskHandle)
    return (h && h->magic == HANDLE_MAGIC) ? VIX_OK : VIX_E_INVALID_ARG;
 }
 
-VixError VixDiskLib_QueryAllocatedBlocks(VixDiskLibHandle diskHandle,
+static VixError impl_QueryAllocatedBlocks(VixDiskLibHandle diskHandle,
                                          VixDiskLibSectorType startSector,
                                          VixDiskLibSectorType numSectors,
                                          VixDiskLibSectorType chunkSize,
@@ -788,6 +820,11 @@ static const struct {
     {VIX_E_HOST_SERVER_NOT_FOUND, "Cannot connect to the host"},
     {VIX_E_HOST_NETWORK_CONN_REFUSED, "The host refused the connection"},
     {VIX_E_HOST_TCP_CONN_LOST, "The network connection to the host was lost"},
+    {VIX_E_HOST_TCP_SOCKET_ERROR, "A network socket error occurred"},
+    {VIX_E_HOST_SERVER_SHUTDOWN, "The host is shutting down"},
+    {VIX_E_HOST_SERVER_NOT_AVAILABLE, "The host is not available (maintenance mode)"},
+    {VIX_E_HOST_CONNECTION_LOST, "The connection to the host was lost"},
+    {VIX_E_OBJECT_IS_BUSY, "The object is busy"},
     {VIX_E_DISK_INVAL, "One of the parameters supplied is invalid"},
     {VIX_E_DISK_PARTIALCHAIN, "The parent virtual disk has been modified since the child was "
                               "created"},
@@ -795,7 +832,7 @@ static const struct {
     {VIX_E_NET_HTTP_SSL_SECURITY, "SSL security error: the server's thumbprint does not match"},
 };
 
-char *VixDiskLib_GetErrorText(VixError err, const char *locale)
+static char *impl_GetErrorText(VixError err, const char *locale)
 {
    (void)locale;
    for (size_t i = 0; i < sizeof error_texts / sizeof error_texts[0]; i++)
@@ -807,3 +844,256 @@ char *VixDiskLib_GetErrorText(VixError err, const char *locale)
 }
 
 void VixDiskLib_FreeErrorText(char *errMsg) { free(errMsg); }
+
+/* ----- the rules around the calls (stub_rules.h) ----------------------------------------- */
+
+/* The connection's parameters must be the ones ConnectEx saw, still allocated, unchanged. */
+static VixError check_params(const struct stub_conn *c, const char *call)
+{
+   const VixDiskLibConnectParams *p = c->params;
+   if (!params_live(p) || !p->serverName || strcmp(p->serverName, c->server_copy) ||
+       !p->vmxSpec || strcmp(p->vmxSpec, c->vmx_copy) || !p->creds.uid.userName ||
+       strcmp(p->creds.uid.userName, c->user_copy)) {
+      stub_warn("VixDiskLib: %s: the connect parameters were freed or changed after ConnectEx "
+                "(keep them until Disconnect)\n", call);
+      return VIX_E_INVALID_ARG;
+   }
+   return VIX_OK;
+}
+
+VixError VixDiskLib_ConnectEx(const VixDiskLibConnectParams *params, Bool readOnly,
+                              const char *snapshotRef, const char *transportModes,
+                              VixDiskLibConnection *connection)
+{
+   VixError err = rules_enter_serialised("VixDiskLib_ConnectEx");
+   if (err)
+      return err;
+   if (params && !params_live(params)) {
+      stub_warn("VixDiskLib: ConnectEx: parameters not from VixDiskLib_AllocateConnectParams "
+                "(or already freed)\n");
+      err = VIX_E_INVALID_ARG;
+   } else {
+      err = impl_ConnectEx(params, readOnly, snapshotRef, transportModes, connection);
+   }
+   rules_leave_serialised();
+   return stub_err(err);
+}
+
+VixError VixDiskLib_Disconnect(VixDiskLibConnection connection)
+{
+   VixError err = rules_enter_serialised("VixDiskLib_Disconnect");
+   if (err)
+      return err;
+   struct stub_conn *c = connection;
+   if (c && c->magic == CONN_MAGIC)
+      err = check_params(c, "Disconnect");
+   if (!err)
+      err = impl_Disconnect(connection);
+   rules_leave_serialised();
+   return stub_err(err);
+}
+
+static void *aio_main(void *arg)
+{
+   struct stub_handle *h = arg;
+   pthread_mutex_lock(&h->aio_lock);
+   while (1) {
+      while (!h->aio_head && !h->aio_stop)
+         pthread_cond_wait(&h->aio_cond, &h->aio_lock);
+      if (!h->aio_head)
+         break;
+      struct aio_op *op = h->aio_head;
+      h->aio_head = op->next;
+      if (!h->aio_head)
+         h->aio_tail = NULL;
+      pthread_mutex_unlock(&h->aio_lock);
+      while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &op->due, NULL) == EINTR)
+         ;
+      VixError err = impl_Read(h, op->start, op->count, op->buf);
+      op->cb(op->cb_data, stub_err(err));
+      free(op);
+      pthread_mutex_lock(&h->aio_lock);
+      h->aio_pending--;
+      pthread_cond_broadcast(&h->aio_cond);
+   }
+   pthread_mutex_unlock(&h->aio_lock);
+   return NULL;
+}
+
+VixError VixDiskLib_Open(const VixDiskLibConnection connection, const char *path,
+                         uint32_t flags, VixDiskLibHandle *diskHandle)
+{
+   VixError err = rules_enter_serialised("VixDiskLib_Open");
+   if (err)
+      return err;
+   struct stub_conn *c = connection;
+   if (c && c->magic == CONN_MAGIC)
+      err = check_params(c, "Open");
+   if (!err && stub_cfg.aio_buf_64k * stub_cfg.aio_buf_count * 65536L > 16L * 1024 * 1024) {
+      stub_warn("VixDiskLib: Open: NFC AIO session memory %ld KiB exceeds 16 MiB\n",
+                stub_cfg.aio_buf_64k * stub_cfg.aio_buf_count * 64);
+      err = VIX_E_OUT_OF_MEMORY;
+   }
+   if (!err)
+      err = impl_Open(connection, path, flags, diskHandle);
+   if (!err) {
+      struct stub_handle *h = *diskHandle;
+      pthread_mutex_init(&h->aio_lock, NULL);
+      pthread_cond_init(&h->aio_cond, NULL);
+      if (pthread_create(&h->aio_thread, NULL, aio_main, h) != 0) {
+         impl_Close(h);
+         *diskHandle = NULL;
+         err = VIX_E_OUT_OF_MEMORY;
+      } else {
+         handles_changed(c->state, +1);
+      }
+   }
+   rules_leave_serialised();
+   return stub_err(err);
+}
+
+VixError VixDiskLib_Close(VixDiskLibHandle diskHandle)
+{
+   VixError err = rules_enter_serialised("VixDiskLib_Close");
+   if (err)
+      return err;
+   struct stub_handle *h = diskHandle;
+   if (!h || h->magic != HANDLE_MAGIC) {
+      rules_leave_serialised();
+      return stub_err(VIX_E_INVALID_ARG);
+   }
+   pthread_mutex_lock(&h->aio_lock);
+   int pending = h->aio_pending;
+   if (!pending)
+      h->aio_stop = 1;
+   pthread_cond_broadcast(&h->aio_cond);
+   pthread_mutex_unlock(&h->aio_lock);
+   if (pending) {
+      stub_warn("VixDiskLib: Close with %d asynchronous reads pending (call Wait first)\n",
+                pending);
+      rules_leave_serialised();
+      return stub_err(VIX_E_OBJECT_IS_BUSY);
+   }
+   pthread_join(h->aio_thread, NULL);
+   char state[PATH_MAX];
+   snprintf(state, sizeof state, "%s", h->conn->state);
+   err = impl_Close(h);
+   if (!err)
+      handles_changed(state, -1);
+   rules_leave_serialised();
+   return stub_err(err);
+}
+
+/* Every read call on a handle from one thread (the first that read). */
+static VixError check_owner(struct stub_handle *h, const char *call)
+{
+   if (!h || h->magic != HANDLE_MAGIC)
+      return VIX_E_INVALID_ARG;
+   pthread_mutex_lock(&h->aio_lock);
+   int ok = 1;
+   if (!h->has_owner) {
+      h->owner = pthread_self();
+      h->has_owner = 1;
+   } else if (!pthread_equal(h->owner, pthread_self())) {
+      ok = 0;
+   }
+   pthread_mutex_unlock(&h->aio_lock);
+   if (!ok) {
+      stub_warn("VixDiskLib: %s on a handle another thread reads (one thread per handle)\n",
+                call);
+      return VIX_E_OBJECT_IS_BUSY;
+   }
+   return VIX_OK;
+}
+
+VixError VixDiskLib_Read(VixDiskLibHandle diskHandle, VixDiskLibSectorType startSector,
+                         VixDiskLibSectorType numSectors, uint8_t *readBuffer)
+{
+   VixError err = rules_enter("VixDiskLib_Read");
+   if (err)
+      return err;
+   if ((err = check_owner(diskHandle, "Read")) == VIX_OK) {
+      struct stub_handle *h = diskHandle;
+      if (h->read_latency_us > 0)
+         usleep((useconds_t)h->read_latency_us);
+      err = impl_Read(diskHandle, startSector, numSectors, readBuffer);
+   }
+   return stub_err(err);
+}
+
+VixError VixDiskLib_ReadAsync(VixDiskLibHandle diskHandle, VixDiskLibSectorType startSector,
+                              VixDiskLibSectorType numSectors, uint8_t *readBuffer,
+                              VixDiskLibCompletionCB callback, void *cbData)
+{
+   VixError err = rules_enter("VixDiskLib_ReadAsync");
+   if (err)
+      return err;
+   if ((err = check_owner(diskHandle, "ReadAsync")) != VIX_OK)
+      return stub_err(err);
+   struct stub_handle *h = diskHandle;
+   uint64_t total = h->capacity / VIXDISKLIB_SECTOR_SIZE;
+   if (!readBuffer || !callback)
+      return stub_err(VIX_E_INVALID_ARG);
+   if (startSector > total || numSectors > total - startSector)
+      return stub_err(VIX_E_DISK_OUTOFRANGE);
+   if (numSectors * VIXDISKLIB_SECTOR_SIZE > 2u * 1024 * 1024) {
+      stub_warn("VixDiskLib: ReadAsync of more than 2 MiB\n");
+      return stub_err(VIX_E_INVALID_ARG);
+   }
+   struct aio_op *op = calloc(1, sizeof *op);
+   if (!op)
+      return stub_err(VIX_E_OUT_OF_MEMORY);
+   op->start = startSector;
+   op->count = numSectors;
+   op->buf = readBuffer;
+   op->cb = callback;
+   op->cb_data = cbData;
+   clock_gettime(CLOCK_MONOTONIC, &op->due);
+   long long ns = op->due.tv_nsec + (long long)h->read_latency_us * 1000;
+   op->due.tv_sec += (time_t)(ns / 1000000000);
+   op->due.tv_nsec = (long)(ns % 1000000000);
+   pthread_mutex_lock(&h->aio_lock);
+   if (h->aio_tail)
+      h->aio_tail->next = op;
+   else
+      h->aio_head = op;
+   h->aio_tail = op;
+   h->aio_pending++;
+   pthread_cond_broadcast(&h->aio_cond);
+   pthread_mutex_unlock(&h->aio_lock);
+   return VIX_ASYNC;
+}
+
+VixError VixDiskLib_Wait(VixDiskLibHandle diskHandle)
+{
+   VixError err = rules_enter("VixDiskLib_Wait");
+   if (err)
+      return err;
+   if ((err = check_owner(diskHandle, "Wait")) != VIX_OK)
+      return stub_err(err);
+   struct stub_handle *h = diskHandle;
+   pthread_mutex_lock(&h->aio_lock);
+   while (h->aio_pending)
+      pthread_cond_wait(&h->aio_cond, &h->aio_lock);
+   pthread_mutex_unlock(&h->aio_lock);
+   return VIX_OK;
+}
+
+VixError VixDiskLib_QueryAllocatedBlocks(VixDiskLibHandle diskHandle,
+                                         VixDiskLibSectorType startSector,
+                                         VixDiskLibSectorType numSectors,
+                                         VixDiskLibSectorType chunkSize,
+                                         VixDiskLibBlockList **blockList)
+{
+   VixError err = rules_enter_serialised("VixDiskLib_QueryAllocatedBlocks");
+   if (err)
+      return err;
+   err = impl_QueryAllocatedBlocks(diskHandle, startSector, numSectors, chunkSize, blockList);
+   rules_leave_serialised();
+   return stub_err(err);
+}
+
+char *VixDiskLib_GetErrorText(VixError err, const char *locale)
+{
+   return impl_GetErrorText(err & 0xFFFF, locale);
+}

@@ -45,12 +45,17 @@ enum {
    VIX_E_OBJECT_NOT_FOUND = 25,
    VIX_E_HOST_NOT_CONNECTED = 26,
    VIX_E_AUTHENTICATION_FAIL = 35,
+   VIX_E_HOST_CONNECTION_LOST = 36,
    VIX_E_INVALID_HANDLE = 1000,
    VIX_E_HOST_USER_PERMISSIONS = 3014,
    VIX_E_SNAPSHOT_NOTFOUND = 13003,
    VIX_E_HOST_SERVER_NOT_FOUND = 14008,
    VIX_E_HOST_NETWORK_CONN_REFUSED = 14009,
+   VIX_E_HOST_TCP_SOCKET_ERROR = 14010,
    VIX_E_HOST_TCP_CONN_LOST = 14011,
+   VIX_E_HOST_SERVER_SHUTDOWN = 14014,
+   VIX_E_HOST_SERVER_NOT_AVAILABLE = 14015,
+   VIX_ASYNC = 25000,
    VIX_E_DISK_INVAL = 16000,
    VIX_E_DISK_NOINIT = 16001,
    VIX_E_DISK_NOIO = 16002,
@@ -176,6 +181,11 @@ VixError VixDiskLib_GetInfo(VixDiskLibHandle diskHandle, VixDiskLibInfo **info);
 void VixDiskLib_FreeInfo(VixDiskLibInfo *info);
 VixError VixDiskLib_Read(VixDiskLibHandle diskHandle, VixDiskLibSectorType startSector,
                          VixDiskLibSectorType numSectors, uint8_t *readBuffer);
+typedef void (*VixDiskLibCompletionCB)(void *cbData, VixError result);
+VixError VixDiskLib_ReadAsync(VixDiskLibHandle diskHandle, VixDiskLibSectorType startSector,
+                              VixDiskLibSectorType numSectors, uint8_t *readBuffer,
+                              VixDiskLibCompletionCB callback, void *cbData);
+VixError VixDiskLib_Wait(VixDiskLibHandle diskHandle);
 VixError VixDiskLib_Write(VixDiskLibHandle diskHandle, VixDiskLibSectorType startSector,
                           VixDiskLibSectorType numSectors, const uint8_t *writeBuffer);
 VixError VixDiskLib_Flush(VixDiskLibHandle diskHandle);

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
-from snapship.blocks import EBS_BLOCK_SIZE, pad_block
+from snapship.blocks import EBS_BLOCK_SIZE, SourceBlock, pad_block
 from snapship.checksums import LinearAggregate, b64_digest, is_zero_block
 from snapship.ebs.client import EbsCallError, error_code, is_not_found, is_transient
 from snapship.ebs.completion import CompletionMark
@@ -303,8 +303,12 @@ class EbsSnapshotWriter:
 
     # ------------------------------------------------------------ blocks
 
-    def _hash_and_put(self, upload: SnapshotUpload, index: int, data: bytes, send: bool) -> bytes:
-        digest = hashlib.sha256(data).digest()
+    def _hash_and_put(
+        self, upload: SnapshotUpload, index: int, data: bytes, send: bool,
+        digest: bytes | None = None,
+    ) -> bytes:
+        if digest is None:
+            digest = hashlib.sha256(data).digest()
         if not send:
             return digest
         checksum = b64_digest(digest)
@@ -322,8 +326,13 @@ class EbsSnapshotWriter:
         )
         return digest
 
-    def put_blocks(self, upload: SnapshotUpload, blocks: Iterable[tuple[int, bytes]]) -> Checkpoint:
+    def put_blocks(
+        self, upload: SnapshotUpload, blocks: Iterable[tuple[int, bytes] | SourceBlock]
+    ) -> Checkpoint:
         """Put every (index, data) from `blocks` (ascending) with many requests in flight.
+
+        A SourceBlock (from the VDDK reader) carries its SHA-256 and zero test: neither is
+        computed again here.
 
         Returns the final checkpoint; raises `EbsCallError` (with `.checkpoint`) on a call that
         failed for good and `UploadCancelled` when the cancel event is set.
@@ -393,7 +402,9 @@ class EbsSnapshotWriter:
 
         executor = ThreadPoolExecutor(max_workers=s.max_in_flight, thread_name_prefix="ebs-put")
         try:
-            for index, raw in blocks:
+            for item in blocks:
+                index, raw = item[0], item[1]
+                known = item if isinstance(item, SourceBlock) else None
                 check_cancel()
                 if index <= last_seen:
                     raise ValueError(f"blocks must ascend strictly ({last_seen} then {index})")
@@ -402,7 +413,8 @@ class EbsSnapshotWriter:
                 counters.bytes_read += len(raw)
                 data = raw if len(raw) == EBS_BLOCK_SIZE else pad_block(raw)
                 below_cursor = index < upload.resume_cursor
-                if not has_parent and is_zero_block(data):
+                zero = known.is_zero if known is not None else None
+                if not has_parent and (zero if zero is not None else is_zero_block(data)):
                     counters.zero_blocks_skipped += 1
                     next_unseen = index + 1
                     completed_since += retire()
@@ -419,7 +431,8 @@ class EbsSnapshotWriter:
                     counters.blocks_resent_after_resume += 1
                 # Each call runs in the caller's context, so its span nests under the run's.
                 fut = executor.submit(
-                    contextvars.copy_context().run, self._hash_and_put, upload, index, data, send
+                    contextvars.copy_context().run, self._hash_and_put, upload, index, data, send,
+                    known.digest if known is not None else None,
                 )
                 fut.add_done_callback(release)
                 inflight[index] = (fut, send)

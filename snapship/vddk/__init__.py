@@ -1,17 +1,6 @@
-"""Disk data through VMware's VDDK (libvixDiskLib 7.0.3) via ctypes."""
+"""Disk data through VMware's VDDK (libvixDiskLib 7.0.3).
 
-from snapship.vddk.binding import DiskInfo, VddkError, VixDiskLib
-from snapship.vddk.reader import DiskReader
-from snapship.vddk.tarball import VddkTarballError, install_tarball, validate_tarball
-from snapship.vddk.thumbprint import server_thumbprint
-
-__all__ = [
-    "DiskInfo",
-    "DiskReader",
-    "VddkError",
-    "VddkTarballError",
-    "VixDiskLib",
-    "install_tarball",
-    "server_thumbprint",
-    "validate_tarball",
-]
+The worker side (`reader.DiskReader`, `process`) never loads the library; the reader process
+(`server`, `binding`) does. Nothing is imported here, so starting a reader process loads only
+what it needs (no ssl, boto3 or pyvmomi next to VDDK's own OpenSSL).
+"""

@@ -1,19 +1,25 @@
 """ctypes binding to VMware's libvixDiskLib (VDDK 7.0.3): exact struct layouts, typed calls.
 
 Only the calls snapshot shipping needs are bound. Every call returning a VixError raises
-`VddkError(code, text)` with VDDK's own message (GetErrorText/FreeErrorText). The library is a
-`ctypes.CDLL`, so the GIL is released for the duration of each C call and several threads can
-read at once (one disk handle per thread, as VDDK requires).
+`VddkError(code, text)` with VDDK's own message (GetErrorText/FreeErrorText), the code masked to
+its low 16 bits. The worker never loads this module's library: only the reader process
+(snapship.vddk.server) does, in a process started with LD_LIBRARY_PATH naming the tarball's lib64,
+and it keeps the real library's rules (InitEx once in the main thread; connect/open/close/
+disconnect/QueryAllocatedBlocks on that thread; every read call of a handle on one thread).
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
-import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from snapship.vddk.errors import TRANSIENT_CODES as TRANSIENT_VIX_ERRORS
+from snapship.vddk.errors import VIX_ASYNC, VIX_E_FAIL, VIX_OK, VddkError, error_code
+
+__all__ = ["TRANSIENT_VIX_ERRORS", "VddkError", "VixDiskLib"]
 
 log = logging.getLogger(__name__)
 
@@ -26,31 +32,9 @@ CRED_UID = 1
 SPEC_VMX = 0
 DEFAULT_TRANSPORT_MODES = "nbdssl:nbd"
 
-VIX_OK = 0
-VIX_E_FAIL = 1
-VIX_E_INVALID_ARG = 3
-VIX_E_FILE_NOT_FOUND = 4
-VIX_E_NOT_SUPPORTED = 6
-VIX_E_FILE_READ_ONLY = 11
-VIX_E_FILE_ACCESS_ERROR = 13
-VIX_E_HOST_USER_PERMISSIONS = 3014
-VIX_E_HOST_SERVER_NOT_FOUND = 14008
-VIX_E_SNAPSHOT_NOTFOUND = 13003
-VIX_E_HOST_NETWORK_CONN_REFUSED = 14009
-VIX_E_HOST_TCP_SOCKET_ERROR = 14010
-VIX_E_HOST_TCP_CONN_LOST = 14011
-VIX_E_DISK_OUTOFRANGE = 16007
-VIX_E_NET_HTTP_SSL_SECURITY = 30201
+PHONE_HOME_NOISE = ("VDDK_PhoneHome", "Get CEIP status failed")
+"""VDDK 7 logs these as warnings on every start when it cannot reach VMware: debug, not warning."""
 
-TRANSIENT_VIX_ERRORS = frozenset(
-    {
-        VIX_E_HOST_SERVER_NOT_FOUND,
-        VIX_E_HOST_NETWORK_CONN_REFUSED,
-        VIX_E_HOST_TCP_SOCKET_ERROR,
-        VIX_E_HOST_TCP_CONN_LOST,
-    }
-)
-"""Errors a later attempt may not see (the network, a host rebooting); the rest are permanent."""
 
 VixError = ctypes.c_uint64
 SectorType = ctypes.c_uint64
@@ -141,27 +125,21 @@ class VixDiskLibBlockList(ctypes.Structure):
 
 # void (*)(const char *fmt, va_list args); on x86-64 a va_list argument is passed as a pointer.
 LogFunc = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_void_p)
+# void (*)(void *cbData, VixError result): ReadAsync's completion, called from a VDDK thread.
+CompletionFunc = ctypes.CFUNCTYPE(None, ctypes.c_void_p, VixError)
 
 
-class VddkError(Exception):
-    """A VixDiskLib call failed; `code` is the VixError, `text` VDDK's message for it."""
+@dataclass
+class Connection:
+    """A ConnectEx connection with the parameters VDDK reads until Disconnect.
 
-    def __init__(self, code: int, text: str, call: str = "") -> None:
-        self.code = code
-        self.text = text
-        self.call = call
-        where = f"{call}: " if call else ""
-        super().__init__(f"{where}VDDK error {code}: {text}")
+    VMware's way: AllocateConnectParams, fill it, keep it and the strings it points to alive,
+    FreeConnectParams after Disconnect. `strings` holds the bytes objects the fields point into.
+    """
 
-    @property
-    def transient(self) -> bool:
-        """Whether a later attempt may succeed (snapship.faults asks; the low 16 bits are the
-        error code, the rest VDDK's extra information)."""
-        return (self.code & 0xFFFF) in TRANSIENT_VIX_ERRORS
-
-    def __reduce__(self) -> tuple[type[VddkError], tuple[int, str, str]]:
-        # keeps code/text when the error crosses a process boundary (pickle)
-        return (VddkError, (self.code, self.text, self.call))
+    pointer: int
+    params: Any = field(repr=False)
+    strings: list[bytes] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -181,10 +159,10 @@ class DiskInfo:
 
 
 class VixDiskLib:
-    """One loaded libvixDiskLib; InitEx once per process and library, Exit on `exit()`."""
+    """The loaded libvixDiskLib of a reader process: InitEx in __init__, Exit on `exit()`.
 
-    _instances: dict[str, VixDiskLib] = {}
-    _instances_lock = threading.Lock()
+    Create it once, in the process's main thread, before any other thread touches VDDK.
+    """
 
     def __init__(self, lib_path: Path, config_file: Path | None = None) -> None:
         self.lib_path = Path(lib_path)
@@ -195,32 +173,25 @@ class VixDiskLib:
         lib_dir = self.lib_path.parent
         if lib_dir.name == "lib64":
             lib_dir = lib_dir.parent
+        self.last_warning = ""
         self._log_funcs = (LogFunc(self._on_log), LogFunc(self._on_warn), LogFunc(self._on_panic))
         self._libc = ctypes.CDLL(None)
-        self._check(
-            self._lib.VixDiskLib_InitEx(
-                7,
-                0,
-                self._log_funcs[0],
-                self._log_funcs[1],
-                self._log_funcs[2],
-                str(lib_dir).encode(),
-                str(config_file).encode() if config_file else None,
-            ),
-            "VixDiskLib_InitEx",
+        code = self._lib.VixDiskLib_InitEx(
+            7,
+            0,
+            self._log_funcs[0],
+            self._log_funcs[1],
+            self._log_funcs[2],
+            str(lib_dir).encode(),
+            str(config_file).encode() if config_file else None,
         )
+        if error_code(code) != VIX_OK:
+            # VDDK says why only in its log (a missing companion library, a bad config file)
+            said = self.last_warning.removeprefix("VixDiskLib: ")
+            why = f" ({said})" if said else ""
+            raise VddkError(int(code), self.error_text(int(code)) + why, "VixDiskLib_InitEx")
         self._exited = False
-
-    @classmethod
-    def load(cls, lib_path: Path, config_file: Path | None = None) -> VixDiskLib:
-        """The process-wide instance for that library file (InitEx runs once)."""
-        key = str(Path(lib_path).resolve())
-        with cls._instances_lock:
-            inst = cls._instances.get(key)
-            if inst is None or inst._exited:
-                inst = cls(Path(lib_path), config_file)
-                cls._instances[key] = inst
-            return inst
+        self.last_warning = ""
 
     # ----- declarations ------------------------------------------------------------------
 
@@ -245,6 +216,12 @@ class VixDiskLib:
             "VixDiskLib_GetInfo": (VixError, [p, ctypes.POINTER(ctypes.POINTER(VixDiskLibInfo))]),
             "VixDiskLib_FreeInfo": (None, [ctypes.POINTER(VixDiskLibInfo)]),
             "VixDiskLib_Read": (VixError, [p, SectorType, SectorType, p]),
+            "VixDiskLib_ReadAsync": (
+                VixError, [p, SectorType, SectorType, p, CompletionFunc, p],
+            ),
+            "VixDiskLib_Wait": (VixError, [p]),
+            "VixDiskLib_AllocateConnectParams": (ctypes.POINTER(VixDiskLibConnectParams), []),
+            "VixDiskLib_FreeConnectParams": (None, [ctypes.POINTER(VixDiskLibConnectParams)]),
             "VixDiskLib_QueryAllocatedBlocks": (
                 VixError,
                 [p, SectorType, SectorType, SectorType,
@@ -279,7 +256,12 @@ class VixDiskLib:
         log.debug("vddk: %s", self._format(fmt, args))
 
     def _on_warn(self, fmt: bytes | None, args: int | None) -> None:
-        log.warning("vddk: %s", self._format(fmt, args))
+        text = self._format(fmt, args)
+        if any(noise in text for noise in PHONE_HOME_NOISE):
+            log.debug("vddk: %s", text)
+        else:
+            log.warning("vddk: %s", text)
+        self.last_warning = text
 
     def _on_panic(self, fmt: bytes | None, args: int | None) -> None:
         log.critical("vddk panic: %s", self._format(fmt, args))
@@ -297,7 +279,7 @@ class VixDiskLib:
             self._lib.VixDiskLib_FreeErrorText(ptr)
 
     def _check(self, code: int, call: str) -> None:
-        if code != VIX_OK:
+        if error_code(code) != VIX_OK:
             raise VddkError(int(code), self.error_text(int(code)), call)
 
     # ----- calls ---------------------------------------------------------------------------
@@ -319,11 +301,19 @@ class VixDiskLib:
         snapshot_moref: str,
         transport_modes: str = DEFAULT_TRANSPORT_MODES,
         read_only: bool = True,
-    ) -> int:
-        """VixDiskLib_ConnectEx to a VM's snapshot; returns the connection pointer."""
-        params = VixDiskLibConnectParams()
-        vmx = f"moref={vm_moref}".encode()
-        strings = [vmx, server.encode(), thumbprint.encode(), username.encode(), password.encode()]
+    ) -> Connection:
+        """VixDiskLib_ConnectEx to a VM's snapshot with parameters from AllocateConnectParams.
+
+        The parameters (and their strings) stay alive in the returned Connection until
+        `disconnect`, which frees them after Disconnect: VDDK reads them again at Open and
+        Disconnect.
+        """
+        ptr = self._lib.VixDiskLib_AllocateConnectParams()
+        if not ptr:
+            raise VddkError(VIX_E_FAIL, "AllocateConnectParams failed", "VixDiskLib_ConnectEx")
+        params = ptr.contents
+        strings = [f"moref={vm_moref}".encode(), server.encode(), thumbprint.encode(),
+                   username.encode(), password.encode()]
         params.vmxSpec, params.serverName, params.thumbPrint = strings[0], strings[1], strings[2]
         params.credType = CRED_UID
         params.creds.uid.userName = strings[3]
@@ -334,7 +324,7 @@ class VixDiskLib:
         try:
             self._check(
                 self._lib.VixDiskLib_ConnectEx(
-                    ctypes.byref(params),
+                    ptr,
                     b"\x01" if read_only else b"\x00",
                     snapshot_moref.encode(),
                     transport_modes.encode(),
@@ -342,22 +332,30 @@ class VixDiskLib:
                 ),
                 "VixDiskLib_ConnectEx",
             )
-        finally:
-            params.creds.uid.password = None
-            del strings
-        if not conn.value:
-            raise VddkError(VIX_E_FAIL, "ConnectEx returned no connection", "VixDiskLib_ConnectEx")
-        return conn.value
+            if not conn.value:
+                raise VddkError(
+                    VIX_E_FAIL, "ConnectEx returned no connection", "VixDiskLib_ConnectEx"
+                )
+        except BaseException:
+            self._lib.VixDiskLib_FreeConnectParams(ptr)
+            raise
+        return Connection(conn.value, ptr, strings)
 
-    def disconnect(self, conn: int) -> None:
-        """VixDiskLib_Disconnect."""
-        self._check(self._lib.VixDiskLib_Disconnect(conn), "VixDiskLib_Disconnect")
+    def disconnect(self, conn: Connection) -> None:
+        """VixDiskLib_Disconnect, then FreeConnectParams.
 
-    def open(self, conn: int, path: str, flags: int = FLAG_OPEN_READ_ONLY) -> int:
+        If Disconnect fails the connection may still be alive and reading its parameters, so
+        they are not freed (a small leak in a process that exits soon, never a use after free).
+        """
+        self._check(self._lib.VixDiskLib_Disconnect(conn.pointer), "VixDiskLib_Disconnect")
+        self._lib.VixDiskLib_FreeConnectParams(conn.params)
+        conn.strings.clear()
+
+    def open(self, conn: Connection, path: str, flags: int = FLAG_OPEN_READ_ONLY) -> int:
         """VixDiskLib_Open (read-only unless told otherwise); returns the disk handle."""
         handle = ctypes.c_void_p()
         self._check(
-            self._lib.VixDiskLib_Open(conn, path.encode(), flags, ctypes.byref(handle)),
+            self._lib.VixDiskLib_Open(conn.pointer, path.encode(), flags, ctypes.byref(handle)),
             "VixDiskLib_Open",
         )
         if not handle.value:
@@ -423,6 +421,25 @@ class VixDiskLib:
         self.read_into(handle, start_sector, buf, 0, num_sectors)
         return bytes(buf)
 
+    def read_async(self, handle: int, start_sector: int, num_sectors: int, address: int,
+                   callback: Any, cb_data: int) -> None:
+        """VixDiskLib_ReadAsync of at most 2 MiB into memory at `address`.
+
+        VIX_ASYNC means queued; `callback` (a CompletionFunc the caller keeps alive until it ran)
+        is called from a VDDK thread with `cb_data` and the result.
+        """
+        if num_sectors * SECTOR_SIZE > MAX_READ_BYTES:
+            raise ValueError("ReadAsync reads at most 2 MiB")
+        code = self._lib.VixDiskLib_ReadAsync(
+            handle, start_sector, num_sectors, address, callback, cb_data
+        )
+        if error_code(code) != VIX_ASYNC:
+            self._check(code, "VixDiskLib_ReadAsync")
+
+    def wait(self, handle: int) -> None:
+        """VixDiskLib_Wait: every ReadAsync of this handle has completed."""
+        self._check(self._lib.VixDiskLib_Wait(handle), "VixDiskLib_Wait")
+
     def query_allocated_blocks(
         self, handle: int, start_sector: int, num_sectors: int, chunk_sectors: int
     ) -> list[tuple[int, int]]:
@@ -445,8 +462,7 @@ class VixDiskLib:
             self._lib.VixDiskLib_FreeBlockList(ptr)
 
     def exit(self) -> None:
-        """VixDiskLib_Exit (once; later `load` calls initialise again)."""
-        with VixDiskLib._instances_lock:
-            if not self._exited:
-                self._lib.VixDiskLib_Exit()
-                self._exited = True
+        """VixDiskLib_Exit (once; the process may not initialise again)."""
+        if not self._exited:
+            self._lib.VixDiskLib_Exit()
+            self._exited = True

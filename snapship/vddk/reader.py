@@ -1,65 +1,51 @@
-"""DiskReader: one VM disk at one VMware snapshot, read through VDDK by byte ranges.
+"""DiskReader: one VM disk at one VMware snapshot, read through a VDDK reader process.
 
-Shaped for snapshot shipping: callers ask for arbitrary byte ranges (EBS blocks of 512 KiB),
-the reader turns them into sector-aligned reads of at most 2 MiB. VDDK handles must not be used
-by two threads at once, so the reader keeps a small pool of (connection, handle) pairs: a thread
-borrows one for a read and gives it back, and at most `max_handles` exist at a time.
-Credentials are arguments, are never logged and do not appear in repr().
+Shaped for snapshot shipping: `blocks()` yields each wanted 512 KiB EBS block with its SHA-256
+and zero test already computed by the reader process (where the data is), keeping
+`reads_in_flight` 2 MiB reads queued; `read()`/`readinto()` serve arbitrary byte ranges. Each
+DiskReader has its own reader process with one connection and one handle, so a crash or hang of
+VDDK fails this disk's attempt only. Credentials are arguments, are never logged and do not appear
+in repr(); the password crosses to the reader over a private socketpair, never argv or environ.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from types import TracebackType
+from typing import Any
 
+from snapship.blocks import EBS_BLOCK_SIZE, SourceBlock, read_runs
 from snapship.vddk.binding import (
     DEFAULT_TRANSPORT_MODES,
     MAX_CHUNK_NUMBER,
     MIN_CHUNK_SECTORS,
     SECTOR_SIZE,
-    VIX_E_HOST_TCP_CONN_LOST,
-    VIX_E_HOST_TCP_SOCKET_ERROR,
     DiskInfo,
-    VddkError,
-    VixDiskLib,
 )
-
-# Errors after which a new connection usually works (network blips, NBD server restarts).
-TRANSIENT_ERRORS = frozenset({VIX_E_HOST_TCP_CONN_LOST, VIX_E_HOST_TCP_SOCKET_ERROR})
+from snapship.vddk.process import ReaderProcess, VddkLibrary
+from snapship.vddk.protocol import (
+    SLOT_BYTES,
+    CloseRequest,
+    OpenReply,
+    OpenRequest,
+    QueryRequest,
+    ReadReply,
+    ReadRequest,
+)
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class VddkTarget:
-    """Where to connect and which disk to open (no secrets except the password field)."""
-
-    server: str
-    port: int
-    thumbprint: str
-    username: str
-    password: str = field(repr=False)
-    vm_moref: str
-    snapshot_moref: str
-    disk_path: str
-    transport_modes: str = DEFAULT_TRANSPORT_MODES
-
-
-@dataclass(eq=False)
-class _Slot:
-    conn: int
-    handle: int
-
-
 class DiskReader:
-    """Read one snapshot disk through VDDK; a context manager that closes every handle."""
+    """Read one snapshot disk through its own VDDK reader process; a context manager."""
 
     def __init__(
         self,
-        lib: VixDiskLib,
+        library: VddkLibrary,
         *,
         server: str,
         port: int,
@@ -70,43 +56,38 @@ class DiskReader:
         snapshot_moref: str,
         disk_path: str,
         transport_modes: str = DEFAULT_TRANSPORT_MODES,
-        max_handles: int = 4,
-        retries: int = 2,
     ) -> None:
-        if max_handles < 1:
-            raise ValueError("max_handles must be at least 1")
-        self._lib = lib
-        self._target = VddkTarget(
-            server, port, thumbprint, username, password, vm_moref, snapshot_moref, disk_path,
-            transport_modes,
-        )
-        self._max = max_handles
-        self._retries = retries
-        self._idle: queue.LifoQueue[_Slot] = queue.LifoQueue()
-        self._all: list[_Slot] = []
-        self._opening = 0
-        self._lock = threading.Lock()
+        self._where = (server, port, username, vm_moref, snapshot_moref, disk_path)
         self._closed = False
-        # Open the first handle now: bad credentials or paths fail here, not mid-copy.
-        slot = self._open_slot()
-        self._idle.put(slot)
+        self._lock = threading.Lock()
+        self._proc = ReaderProcess(library, f"disk {disk_path}")
+        self._free: deque[int] = deque(range(self._proc.slots))
+        self._slot_free = threading.Condition(self._lock)
         try:
-            self.info: DiskInfo = lib.get_info(slot.handle)
-            self.transport_mode = lib.transport_mode(slot.handle)
+            opened: OpenReply = self._proc.call(
+                OpenRequest(
+                    self._proc.next_id(), server, port, thumbprint, username, password,
+                    vm_moref, snapshot_moref, disk_path, transport_modes,
+                ),
+                "connect and open",
+            )
         except BaseException:
-            self.close()
+            self._proc.kill()
+            self._proc.finish()
             raise
+        self.info: DiskInfo = opened.info
+        self.transport_mode = opened.transport_mode
         log.info(
-            "vddk disk open: vm=%s snapshot=%s path=%s mode=%s capacity=%d",
+            "vddk disk open: vm=%s snapshot=%s path=%s mode=%s capacity=%d reader=%d",
             vm_moref, snapshot_moref, disk_path, self.transport_mode, self.capacity,
+            self._proc.pid,
         )
 
     def __repr__(self) -> str:
-        t = self._target
+        server, port, user, vm, snap, path = self._where
         return (
-            f"DiskReader(server={t.server!r}, port={t.port}, user={t.username!r}, "
-            f"password='***', vm={t.vm_moref!r}, snapshot={t.snapshot_moref!r}, "
-            f"path={t.disk_path!r})"
+            f"DiskReader(server={server!r}, port={port}, user={user!r}, password='***', "
+            f"vm={vm!r}, snapshot={snap!r}, path={path!r})"
         )
 
     @property
@@ -114,61 +95,81 @@ class DiskReader:
         """Disk size in bytes."""
         return self.info.capacity
 
-    # ----- handle pool -----------------------------------------------------------------------
+    @property
+    def reader_pid(self) -> int:
+        """The reader process's pid (tests kill it; operators find it in ps)."""
+        return self._proc.pid
 
-    def _open_slot(self) -> _Slot:
-        t = self._target
-        conn = self._lib.connect(
-            server=t.server, port=t.port, thumbprint=t.thumbprint, username=t.username,
-            password=t.password, vm_moref=t.vm_moref, snapshot_moref=t.snapshot_moref,
-            transport_modes=t.transport_modes,
-        )
-        try:
-            handle = self._lib.open(conn, t.disk_path)
-        except BaseException:
-            self._lib.disconnect(conn)
-            raise
-        slot = _Slot(conn, handle)
-        with self._lock:
-            self._all.append(slot)
-        return slot
+    # ----- slots -------------------------------------------------------------------------------
 
-    def _borrow(self) -> _Slot:
+    def _take_slot(self) -> int:
+        with self._slot_free:
+            while not self._free:
+                self._slot_free.wait()
+            return self._free.popleft()
+
+    def _give_slot(self, slot: int) -> None:
+        with self._slot_free:
+            self._free.append(slot)
+            self._slot_free.notify()
+
+    def _submit(self, slot: int, start_sector: int, num_sectors: int, hash_blocks: int
+                ) -> Future[Any]:
         if self._closed:
             raise ValueError("DiskReader is closed")
+        return self._proc.submit(
+            ReadRequest(self._proc.next_id(), slot, start_sector, num_sectors, hash_blocks)
+        )
+
+    # ----- reads -------------------------------------------------------------------------------
+
+    def blocks(self, indices: Iterable[int]) -> Iterator[SourceBlock]:
+        """Yield SourceBlocks for ascending EBS block `indices`, hashed in the reader process.
+
+        Consecutive blocks are read together (at most 2 MiB a read) with up to
+        `reads_in_flight` reads queued; the tail block of a disk whose capacity is not a multiple
+        of 512 KiB comes zero-padded. Each block's bytes are copied once, out of shared memory.
+        """
+        capacity = self.capacity
+        runs = iter(read_runs(indices, SLOT_BYTES))
+        queued: deque[tuple[Any, int, Future[Any]]] = deque()
         try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            can_open = self._opening + len(self._all) < self._max
-            if can_open:
-                self._opening += 1  # reserve the place while opening
-        if not can_open:
-            return self._idle.get()
-        try:
-            return self._open_slot()
+            while True:
+                while len(queued) < self._proc.slots:
+                    run = next(runs, None)
+                    if run is None:
+                        break
+                    length = run.length(capacity)
+                    sectors = -(-length // SECTOR_SIZE)
+                    slot = self._take_slot()
+                    try:
+                        fut = self._submit(slot, run.offset // SECTOR_SIZE, sectors, run.count)
+                    except BaseException:
+                        self._give_slot(slot)
+                        raise
+                    queued.append((run, slot, fut))
+                if not queued:
+                    return
+                run, slot, fut = queued.popleft()
+                try:
+                    reply: ReadReply = self._proc._result(fut, None, "read")
+                    base = slot * SLOT_BYTES
+                    datas = [
+                        bytes(self._proc.shm[base + i * EBS_BLOCK_SIZE:
+                                             base + (i + 1) * EBS_BLOCK_SIZE])
+                        for i in range(run.count)
+                    ]
+                finally:
+                    self._give_slot(slot)
+                for index, data, digest in zip(run.indices, datas, reply.digests, strict=True):
+                    yield SourceBlock.of(index, data, digest)
         finally:
-            with self._lock:
-                self._opening -= 1
-
-    def _discard(self, slot: _Slot) -> None:
-        with self._lock:
-            if slot in self._all:
-                self._all.remove(slot)
-        self._close_slot(slot)
-
-    def _close_slot(self, slot: _Slot) -> None:
-        try:
-            self._lib.close(slot.handle)
-        except Exception as exc:  # closing is best effort
-            log.warning("vddk close failed: %s", exc)
-        try:
-            self._lib.disconnect(slot.conn)
-        except Exception as exc:
-            log.warning("vddk disconnect failed: %s", exc)
-
-    # ----- reads -----------------------------------------------------------------------------
+            for _run, slot, fut in queued:
+                try:
+                    fut.result(self._proc.library.reply_timeout_s)
+                except Exception:
+                    pass
+                self._give_slot(slot)
 
     def read(self, offset: int, length: int) -> bytes:
         """Bytes [offset, offset+length) of the disk at the snapshot."""
@@ -184,44 +185,30 @@ class DiskReader:
             raise ValueError(
                 f"range {offset}+{length} is outside the disk ({self.capacity} bytes)"
             )
-        if length == 0:
-            return 0
-        first = offset // SECTOR_SIZE
-        last = (offset + length + SECTOR_SIZE - 1) // SECTOR_SIZE
-        aligned = offset % SECTOR_SIZE == 0 and length % SECTOR_SIZE == 0
-        tmp = None if aligned else bytearray((last - first) * SECTOR_SIZE)
-        attempt = 0
-        while True:
-            slot = self._borrow()
+        done = 0
+        while done < length:
+            pos = offset + done
+            first = pos // SECTOR_SIZE
+            skip = pos - first * SECTOR_SIZE
+            n = min(length - done, SLOT_BYTES - skip)
+            sectors = -(-(skip + n) // SECTOR_SIZE)
+            slot = self._take_slot()
             try:
-                if tmp is None:
-                    self._lib.read_into(slot.handle, first, out, 0, last - first)
-                else:
-                    self._lib.read_into(slot.handle, first, tmp, 0, last - first)
-            except VddkError as exc:
-                # After a transport failure the handle is dead in real VDDK: drop it, so the
-                # next read connects again; retry a few times before giving up.
-                self._discard(slot)
-                if exc.code not in TRANSIENT_ERRORS or attempt >= self._retries:
-                    raise
-                attempt += 1
-                log.warning("vddk read %d+%d failed (%s), retry %d/%d", offset, length,
-                            exc.text, attempt, self._retries)
-                continue
-            except BaseException:
-                self._idle.put(slot)
-                raise
-            self._idle.put(slot)
-            break
-        if tmp is not None:
-            skip = offset - first * SECTOR_SIZE
-            out[:] = memoryview(tmp)[skip : skip + length]
+                self._proc._result(self._submit(slot, first, sectors, 0), None, "read")
+                base = slot * SLOT_BYTES + skip
+                out[done : done + n] = self._proc.shm[base : base + n]
+            finally:
+                self._give_slot(slot)
+            done += n
         return length
 
     def allocated_ranges(
         self, chunk_sectors: int = MIN_CHUNK_SECTORS, start: int = 0, end: int | None = None
     ) -> list[tuple[int, int]]:
-        """Allocated (offset, length) byte ranges in [start, end), at chunk granularity."""
+        """Allocated (offset, length) byte ranges in [start, end), at chunk granularity.
+
+        Asks in whole chunks (only the disk's last chunk may be short), as VDDK requires.
+        """
         if chunk_sectors < MIN_CHUNK_SECTORS:
             raise ValueError(f"chunk_sectors must be at least {MIN_CHUNK_SECTORS}")
         total = self.capacity // SECTOR_SIZE
@@ -229,43 +216,37 @@ class DiskReader:
         sector = (start // SECTOR_SIZE) // chunk_sectors * chunk_sectors
         window = chunk_sectors * (MAX_CHUNK_NUMBER // 2)
         ranges: list[tuple[int, int]] = []
-        slot = self._borrow()
-        try:
-            while sector < end_sector:
-                n = min(window, end_sector - sector)
-                if n % chunk_sectors and sector + n != total:
-                    n = (n + chunk_sectors - 1) // chunk_sectors * chunk_sectors
-                    n = min(n, total - sector)
-                for off, ln in self._lib.query_allocated_blocks(
-                    slot.handle, sector, n, chunk_sectors
-                ):
-                    a, b = off * SECTOR_SIZE, (off + ln) * SECTOR_SIZE
-                    if ranges and ranges[-1][0] + ranges[-1][1] == a:
-                        ranges[-1] = (ranges[-1][0], b - ranges[-1][0])
-                    else:
-                        ranges.append((a, b - a))
-                sector += n
-        finally:
-            self._idle.put(slot)
+        while sector < end_sector:
+            n = min(window, end_sector - sector)
+            if n % chunk_sectors and sector + n != total:
+                n = min((n + chunk_sectors - 1) // chunk_sectors * chunk_sectors, total - sector)
+            found = self._proc.call(
+                QueryRequest(self._proc.next_id(), sector, n, chunk_sectors),
+                "QueryAllocatedBlocks",
+            )
+            for off, ln in found:
+                a, b = off * SECTOR_SIZE, (off + ln) * SECTOR_SIZE
+                if ranges and ranges[-1][0] + ranges[-1][1] == a:
+                    ranges[-1] = (ranges[-1][0], b - ranges[-1][0])
+                else:
+                    ranges.append((a, b - a))
+            sector += n
         return ranges
 
     # ----- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every handle and connection (idempotent)."""
+        """Close the handle and connection in the reader, and let the process exit."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            slots = list(self._all)
-            self._all.clear()
-        while True:
-            try:
-                self._idle.get_nowait()
-            except queue.Empty:
-                break
-        for slot in slots:
-            self._close_slot(slot)
+        try:
+            self._proc.call(CloseRequest(self._proc.next_id()), "close")
+        except Exception as exc:  # the process is gone or stuck: nothing left to close
+            log.debug("vddk reader close: %s", exc)
+            self._proc.kill()
+        self._proc.finish()
 
     def __enter__(self) -> DiskReader:
         return self

@@ -14,17 +14,21 @@ from vddk_support import HOST, PASSWORD, PORT, STUB_LIB, THUMB, USER, Env, build
 
 from sandbox.vcsim.disks import DiskStore
 from sandbox.vcsim.vddk_registry import StubRegistry
-from snapship.vddk.binding import VixDiskLib
+from snapship.vddk.config_file import VddkSettings
+from snapship.vddk.process import VddkLibrary
 
 
 @pytest.fixture(scope="session")
-def stub_lib() -> VixDiskLib:
+def stub_lib(tmp_path_factory: pytest.TempPathFactory) -> VddkLibrary:
+    """The stub as the worker sees it: reader processes start with LD_LIBRARY_PATH=build/."""
     build_stub()
-    return VixDiskLib.load(STUB_LIB)
+    return VddkLibrary(
+        STUB_LIB, work_dir=tmp_path_factory.mktemp("vddk-work"), settings=VddkSettings(log_level=3)
+    )
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub_lib: VixDiskLib) -> Iterator[Env]:
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub_lib: VddkLibrary) -> Iterator[Env]:
     state = tmp_path / "state"
     monkeypatch.setenv("SNAPSHIP_STUB_VDDK_STATE", str(state))
     store = DiskStore(state)

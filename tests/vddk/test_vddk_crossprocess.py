@@ -17,13 +17,14 @@ CHILD = textwrap.dedent(
     """
     import hashlib, sys
     from pathlib import Path
-    from snapship.vddk.binding import VixDiskLib
+    import tempfile
+    from snapship.vddk.process import VddkLibrary
     from snapship.vddk.reader import DiskReader
     lib_path, host, port, thumb, user, path = sys.argv[1:7]
-    lib = VixDiskLib.load(Path(lib_path))
+    lib = VddkLibrary(Path(lib_path), Path(tempfile.mkdtemp()))
     with DiskReader(lib, server=host, port=int(port), thumbprint=thumb, username=user,
                     password=sys.stdin.readline().rstrip("\\n"), vm_moref="vm-1",
-                    snapshot_moref="snapshot-2", disk_path=path, max_handles=2) as r:
+                    snapshot_moref="snapshot-2", disk_path=path) as r:
         print("ready", flush=True)
         sys.stdin.readline()
         for _ in range(3):

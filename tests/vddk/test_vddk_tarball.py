@@ -8,9 +8,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from stub_harness import run
 from vddk_support import STUB_TARBALL, build_stub
 
-from snapship.vddk.binding import VixDiskLib
 from snapship.vddk.tarball import VddkTarballError, install_tarball, validate_tarball
 
 LIB64 = "vmware-vix-disklib-distrib/lib64"
@@ -48,7 +48,9 @@ def test_good_stub_tarball_installs_and_loads(stub_tarball: Path, tmp_path: Path
     assert lib == tmp_path / "data" / LIB64 / "libvixDiskLib.so.7.0.3"
     assert (lib.parent / "libvixDiskLib.so.7").resolve() == lib.resolve()
     assert (tmp_path / "data" / "vmware-vix-disklib-distrib" / "include" / "vixDiskLib.h").exists()
-    assert VixDiskLib.load(lib).list_transport_modes() == "nbdssl:nbd"
+    # loads (companion library included) in a process started with LD_LIBRARY_PATH=lib64
+    modes = run("result = lib.list_transport_modes()", None, ld_path=lib.parent, lib=lib)
+    assert modes == "nbdssl:nbd"
     # a second install replaces the first cleanly
     assert install_tarball(stub_tarball, tmp_path / "data") == lib
 

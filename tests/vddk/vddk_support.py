@@ -13,7 +13,7 @@ if str(ROOT) not in sys.path:
 
 from sandbox.vcsim.disks import DiskStore, FrozenPoint, VirtualDisk  # noqa: E402
 from sandbox.vcsim.vddk_registry import StubRegistry  # noqa: E402
-from snapship.vddk.binding import VixDiskLib  # noqa: E402
+from snapship.vddk.process import VddkLibrary  # noqa: E402
 from snapship.vddk.reader import DiskReader  # noqa: E402
 
 STUB_DIR = ROOT / "sandbox" / "vddk_stub"
@@ -47,7 +47,7 @@ class Env:
     state: Path
     store: DiskStore
     registry: StubRegistry
-    lib: VixDiskLib
+    lib: VddkLibrary
 
     def publish(
         self, disk: VirtualDisk, vm: str = "vm-1", snap: str = "snapshot-1"

@@ -1,0 +1,92 @@
+"""Messages between the worker and a VDDK reader process (pickled over a socketpair).
+
+Data never travels in these messages: a read names a slot of the shared memory both processes
+map (a memfd), the reader fills it through ReadAsync, hashes each 512 KiB block there and answers
+with the digests. One dataclass per message, as for workflow and activity messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from snapship.vddk.binding import DiskInfo
+
+SLOT_BYTES = 2 * 1024 * 1024
+"""One shared-memory slot holds one read: at most 2 MiB (VDDK's largest read)."""
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """ConnectEx + Open of one snapshot disk (the password is needed until Disconnect)."""
+
+    req_id: int
+    server: str
+    port: int
+    thumbprint: str
+    username: str
+    password: str = field(repr=False)
+    vm_moref: str
+    snapshot_moref: str
+    disk_path: str
+    transport_modes: str
+
+
+@dataclass(frozen=True)
+class OpenReply:
+    info: DiskInfo
+    transport_mode: str
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """Read sectors into a slot; with `hash_blocks` > 0, zero-pad the slot to that many 512 KiB
+    blocks and return each block's SHA-256."""
+
+    req_id: int
+    slot: int
+    start_sector: int
+    num_sectors: int
+    hash_blocks: int = 0
+
+
+@dataclass(frozen=True)
+class ReadReply:
+    digests: list[bytes]
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    """QueryAllocatedBlocks over whole chunks (runs on the open/close thread)."""
+
+    req_id: int
+    start_sector: int
+    num_sectors: int
+    chunk_sectors: int
+
+
+@dataclass(frozen=True)
+class CloseRequest:
+    """Wait for the handle's reads, Close, Disconnect, free the connect parameters, Exit."""
+
+    req_id: int
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer to request `req_id`: a result or an error (VddkError or a one-line text)."""
+
+    req_id: int
+    result: Any = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """A log line of the reader process, re-logged by the worker under its own logger."""
+
+    level: int
+    message: str
+
+
+Request = OpenRequest | ReadRequest | QueryRequest | CloseRequest
