@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from sandbox.vcsim.vddk_registry import StubRegistry
@@ -53,11 +53,13 @@ def readers(state_dir: Path) -> dict[int, str]:
     return found
 
 
-async def last_ship_failure(handle: WorkflowHandle) -> str:
+async def last_ship_failure(client: Client, handle: WorkflowHandle) -> str:
+    """The message of the ship activity's last failed attempt (decoded: payloads are sealed)."""
     desc = await handle.describe()
     for act in desc.raw_description.pending_activities:
-        if act.activity_type.name == "snapship.ship" and act.last_failure.message:
-            return str(act.last_failure.message)
+        if act.activity_type.name == "snapship.ship" and act.HasField("last_failure"):
+            err = await client.data_converter.decode_failure(act.last_failure)
+            return str(getattr(err, "message", err))
     return ""
 
 
@@ -94,7 +96,7 @@ async def test_sigkill_of_a_reader_resumes_that_vm_only(
         assert killed_at < 2 * BLOCKS, "the kill came too late to test resuming"
         reason = ""
         while not reason:
-            reason = await last_ship_failure(kill)
+            reason = await last_ship_failure(sb.client, kill)
             assert loop.time() < deadline, "the killed reader's attempt never failed"
             await asyncio.sleep(0.1)
         assert reason.startswith("VDDK reader process ") and "was killed by SIGKILL" in reason
@@ -103,7 +105,7 @@ async def test_sigkill_of_a_reader_resumes_that_vm_only(
         assert bystander in readers(state)
         st_kill = await wait_status(kill, runs_ok(1), timeout=300)
         st_calm = await wait_status(calm, runs_ok(1), timeout=300)
-        assert await last_ship_failure(calm) == ""
+        assert await last_ship_failure(sb.client, calm) == ""
         assert sb.verify_group("vm-kill", st_kill, st_kill.runs[-1]) == 1
         assert sb.verify_group("vm-calm", st_calm, st_calm.runs[-1]) == 1
         resent = int(sb.aws.admin.stats().get("put_blocks", 0)) - 2 * BLOCKS
@@ -135,7 +137,7 @@ async def test_stalled_read_times_out_and_the_snapshot_is_removed(
         deadline = loop.time() + 120
         reason = ""
         while not reason:
-            reason = await last_ship_failure(handle)
+            reason = await last_ship_failure(sb.client, handle)
             assert loop.time() < deadline, "the stalled read never failed"
             await asyncio.sleep(0.1)
         failed_after = time.monotonic() - started
