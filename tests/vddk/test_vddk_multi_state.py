@@ -14,8 +14,9 @@ from vddk_support import HOST, PASSWORD, THUMB, USER, pattern
 
 from sandbox.vcsim.disks import DiskStore
 from sandbox.vcsim.vddk_registry import StubRegistry
-from snapship.vddk import binding as b
-from snapship.vddk.binding import VddkError, VixDiskLib
+from snapship.vddk import errors as ve
+from snapship.vddk.errors import VddkError
+from snapship.vddk.process import VddkLibrary
 from snapship.vddk.reader import DiskReader
 
 MIB = 1024 * 1024
@@ -36,7 +37,7 @@ def _state(root: Path, port: int, thumb: str, user: str, seed: int) -> tuple[Dis
 
 
 def test_each_endpoint_reads_its_own_simulator(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub_lib: VixDiskLib
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub_lib: VddkLibrary
 ) -> None:
     store_a, path = _state(tmp_path / "a", PORT_A, THUMB, USER, seed=1)
     store_b, path_b = _state(tmp_path / "b", PORT_B, THUMB_B, "vc2-user", seed=2)
@@ -52,18 +53,17 @@ def test_each_endpoint_reads_its_own_simulator(
             assert r.read(0, MIB) == pattern(0, MIB, 2)
 
         def refused(**kw: object) -> int:
-            args: dict = dict(server=HOST, port=PORT_A, thumbprint=THUMB, username=USER,
-                              password=PASSWORD, vm_moref="vm-1", snapshot_moref="snapshot-1")
+            args: dict = dict(common, port=PORT_A, thumbprint=THUMB, username=USER)
             args.update(kw)
-            with pytest.raises(VddkError) as ei:
-                stub_lib.connect(**args)
+            with pytest.raises(VddkError) as ei:  # ConnectEx fails in the reader process
+                DiskReader(stub_lib, **args).close()
             return ei.value.code
 
         # Each vCenter's own users and certificate: nothing leaks across state dirs.
-        assert refused(username="vc2-user") == b.VIX_E_HOST_USER_PERMISSIONS
-        assert refused(port=PORT_B, thumbprint=THUMB) == b.VIX_E_NET_HTTP_SSL_SECURITY
+        assert refused(username="vc2-user") == ve.VIX_E_HOST_USER_PERMISSIONS
+        assert refused(port=PORT_B, thumbprint=THUMB) == ve.VIX_E_NET_HTTP_SSL_SECURITY
         # An endpoint no listed simulator serves is refused, as with a single state dir.
-        assert refused(port=PORT_B + 7) == b.VIX_E_HOST_NETWORK_CONN_REFUSED
+        assert refused(port=PORT_B + 7) == ve.VIX_E_HOST_NETWORK_CONN_REFUSED
     finally:
         store_a.close()
         store_b.close()
