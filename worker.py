@@ -152,6 +152,7 @@ async def run_worker(config: ClientConfig, stop: asyncio.Event, metrics: bool = 
         codec_server.port,
     )
     tasks = [asyncio.create_task(w.run()) for w in workers]
+    tasks.append(asyncio.create_task(check_vddk(deps)))
     tasks.append(asyncio.create_task(watch_shipping_queue(client, config, deps)))
     tasks.append(asyncio.create_task(watch_vcenters(client, config, deps, workers)))
     try:
@@ -194,6 +195,17 @@ async def watch_vcenters(
             polled.add(queue)
             running.append(asyncio.create_task(worker.run()))
             log.info("shipping from a newly added vCenter: %s (%d slots)", queue, slots)
+
+
+async def check_vddk(deps: WorkerDeps) -> None:
+    """Start one VDDK reader process at worker start, so a broken VDDK install is one clear log
+    line now instead of a failure in every VM's shipping later."""
+    try:
+        await asyncio.to_thread(deps.vddk().check)
+    except Exception as err:
+        log.error("VDDK does not start in a reader process, shipping will fail: %s", err)
+    else:
+        log.info("VDDK reader processes start (library %s)", deps.config.vddk_lib_path)
 
 
 async def watch_shipping_queue(client: Client, config: ClientConfig, deps: WorkerDeps) -> None:

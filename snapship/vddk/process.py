@@ -63,6 +63,17 @@ class VddkLibrary:
         s = self.settings
         return max(s.read_timeout_ms, s.accept_timeout_ms, s.request_timeout_ms) / 1000 + 30
 
+    def check(self) -> None:
+        """Start one reader (InitEx with our config file) and stop it: raises what would fail
+        every disk (a missing companion library, a bad config file), before any VM ships."""
+        from snapship.vddk.protocol import CloseRequest
+
+        proc = ReaderProcess(self, "start-up check")
+        try:
+            proc.call(CloseRequest(proc.next_id()), "close")
+        finally:
+            proc.finish()
+
     def start_environment(self) -> dict[str, str]:
         """The reader's start environment: the worker's, with LD_LIBRARY_PATH first on lib64."""
         env = dict(os.environ)

@@ -317,3 +317,12 @@ def test_a_hung_reader_is_detected_and_stopped(env: Env, point: object, tmp_path
         assert ei.value.transient
     finally:
         r.close()
+
+
+def test_worker_start_check_names_a_broken_install(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    VddkLibrary(env.lib.lib_path, tmp_path / "ok").check()  # loads, InitEx, exits
+    monkeypatch.setattr(VddkLibrary, "lib64", property(lambda self: tmp_path))  # wrong lib64
+    with pytest.raises(VddkError, match="LD_LIBRARY_PATH"):
+        VddkLibrary(env.lib.lib_path, tmp_path / "bad").check()
