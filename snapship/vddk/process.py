@@ -142,7 +142,7 @@ class ReaderProcess:
         )
         self._receiver.start()
         try:
-            self._result(ready, START_TIMEOUT_S, "start")
+            self.result(ready, START_TIMEOUT_S, "start")
         except BaseException:
             self.kill()
             raise
@@ -172,9 +172,10 @@ class ReaderProcess:
         return fut
 
     def call(self, request: Any, what: str, timeout: float | None = None) -> Any:
-        return self._result(self.submit(request), timeout, what)
+        return self.result(self.submit(request), timeout, what)
 
-    def _result(self, fut: Future[Any], timeout: float | None, what: str) -> Any:
+    def result(self, fut: Future[Any], timeout: float | None, what: str) -> Any:
+        """The reply's result; a reader silent past the timeout is killed (VddkReaderHung)."""
         limit = self.library.reply_timeout_s if timeout is None else timeout
         try:
             return fut.result(limit)

@@ -152,7 +152,7 @@ class DiskReader:
                     return
                 run, slot, fut = queued.popleft()
                 try:
-                    reply: ReadReply = self._proc._result(fut, None, "read")
+                    reply: ReadReply = self._proc.result(fut, None, "read")
                     base = slot * SLOT_BYTES
                     datas = [
                         bytes(self._proc.shm[base + i * EBS_BLOCK_SIZE:
@@ -194,7 +194,7 @@ class DiskReader:
             sectors = -(-(skip + n) // SECTOR_SIZE)
             slot = self._take_slot()
             try:
-                self._proc._result(self._submit(slot, first, sectors, 0), None, "read")
+                self._proc.result(self._submit(slot, first, sectors, 0), None, "read")
                 base = slot * SLOT_BYTES + skip
                 out[done : done + n] = self._proc.shm[base : base + n]
             finally:
