@@ -191,7 +191,7 @@ def test_injected_read_errors_and_recovery(env: Env) -> None:
 def test_injected_connect_error_and_recovery(env: Env) -> None:
     disk = env.store.create_disk("ds1", "vm-1", "vm-1", MIB)
     point = env.publish(disk)
-    env.registry.set_faults(connect_error=b.VIX_E_HOST_SERVER_NOT_FOUND)
+    env.registry.set_faults(connect_error=ve.VIX_E_HOST_SERVER_NOT_FOUND)
     with pytest.raises(VddkError) as ei:
         env.reader(point)
     assert ei.value.code == 14008 and ei.value.call == "VixDiskLib_ConnectEx"
