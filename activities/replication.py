@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 from activities.deps import WorkerDeps
 from activities.heartbeat import heartbeats_while_running
 from activities.permits import refresh_share
+from snapship.config import MAX_SHIPPING_SLOTS
 from snapship.ebs.groups import delete_snapshots, describe_group
 from snapship.ebs.retention import apply_retention as plan_and_apply_retention
 from snapship.ebs.throttle import Throttle, ThrottledEbs
@@ -56,7 +57,6 @@ from snapship.messages import (
 from snapship.shipping import ShipCheckpoint, Shipper, VddkEndpoint
 from snapship.telemetry.logs import log_context
 from snapship.telemetry.metrics import shipping_slot
-from snapship.vcenters import all_vcenters, shipping_slots
 from snapship.vsphere import location as vlocation
 from snapship.vsphere import snapshots as vsnap
 from snapship.vsphere.cbt import ensure_cbt_active
@@ -69,6 +69,9 @@ from snapship.vsphere.props import retrieve_object, retrieve_objects
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 3.0
+# A ship holds one thread of its pool at a time (two while it cleans up): room for several
+# vCenters at the largest cap.
+SHIP_THREADS_BOUND = 8 * MAX_SHIPPING_SLOTS
 CREATE_WAIT_S = 600.0
 """How long create_snapshot waits for a snapshot task already running on the VM."""
 
@@ -97,11 +100,12 @@ def _from_message_location(vm_moref: str, loc: VmLocation) -> vlocation.VmLocati
 class ReplicationActivities:
     def __init__(self, deps: WorkerDeps) -> None:
         self.deps = deps
+        # Threads are made on demand, so this bound costs nothing; it must never be what
+        # limits shipping: the worker's slots (one set per vCenter queue, and a vCenter added
+        # later gets its own) and the permits are. A ship waiting here for a thread would hold
+        # a permit and a VMware snapshot while doing nothing.
         self._ship_pool = ThreadPoolExecutor(
-            max_workers=max(
-                4,
-                sum(shipping_slots(deps.config, vc) for vc in all_vcenters(deps.config)),
-            ),
+            max_workers=SHIP_THREADS_BOUND,
             thread_name_prefix="ship",
         )
 

@@ -19,6 +19,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.activity_options import timeouts
+from workflows.failure_text import failure_text
 
 with workflow.unsafe.imports_passed_through():
     from snapship.launch.messages import (
@@ -48,15 +49,6 @@ LAUNCH_RETRY = RetryPolicy(
     non_retryable_error_types=["BadInput"],
 )
 MAX_LOG = 500
-
-
-def _error_text(err: BaseException) -> str:
-    cur: BaseException | None = err
-    while isinstance(cur, ActivityError) and cur.cause is not None:
-        cur = cur.cause
-    if isinstance(cur, ApplicationError):
-        return cur.message
-    return str(cur) if cur is not None else str(err)
 
 
 @workflow.defn(name="LaunchJobWorkflow")
@@ -130,7 +122,7 @@ class LaunchJobWorkflow:
             )
         except ActivityError as err:
             entry.launch_status = LaunchStatus.FAILED.value
-            entry.error = _error_text(err)
+            entry.error = failure_text(err)
             self._log(JobEvent.LAUNCH_FAILED, sid, error=entry.error)
         else:
             entry.launch_status = LaunchStatus.LAUNCHED.value
@@ -150,7 +142,7 @@ class LaunchJobWorkflow:
                 retry_policy=LAUNCH_RETRY,
             )
         except ActivityError as err:
-            self._log(JobEvent.CLEANUP_FAIL, sid, error=_error_text(err))
+            self._log(JobEvent.CLEANUP_FAIL, sid, error=failure_text(err))
             return False
         self._log(JobEvent.CLEANUP_END, sid)
         return True

@@ -26,6 +26,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 from workflows.activity_options import timeouts
+from workflows.failure_text import failure_text
 
 with workflow.unsafe.imports_passed_through():
     from snapship.command_deadline import refuse_if_expired
@@ -71,15 +72,6 @@ POWER_RETRY = RetryPolicy(
 STOP_MODES = ("shutdown", "power-off", "leave-running")
 
 
-def _text(err: BaseException) -> str:
-    cur: BaseException | None = err
-    while isinstance(cur, ActivityError) and cur.cause is not None:
-        cur = cur.cause
-    if isinstance(cur, ApplicationError):
-        return cur.message
-    return str(cur) if cur is not None else str(err)
-
-
 class LifecycleUpdates:
     """Mixed into SourceServerWorkflow; uses its state and its run loop's hooks."""
 
@@ -99,6 +91,7 @@ class LifecycleUpdates:
         def _vm_name(self) -> str: ...
         def _run_in_flight(self) -> bool: ...
         async def _replication_run(self, priority: RunPriority | None = None) -> None: ...
+        async def _check_no_snapshot_left(self) -> str: ...
 
     # ------------------------------------------------------------------ helpers
 
@@ -172,20 +165,40 @@ class LifecycleUpdates:
     async def _hand_to_job(
         self, job_id: str, joined: bool, initiated_by: InitiatedBy,
         target: LaunchTarget | None = None, terminate: list[str] | None = None,
+        record: LaunchRecord | None = None, back_to: str = "",
     ) -> None:
-        """Join the console's job, or start a job of this server's own."""
-        if joined and target is not None:
-            await workflow.get_external_workflow_handle(job_id).signal("add_target", target)
-            return
-        inp = LaunchJobInput(
-            job_id=job_id,
-            initiated_by=initiated_by.value,
-            targets=[target] if target is not None else [],
-            terminate={self._inp.source_server_id: list(terminate)} if terminate else {},
-        )
-        await workflow.start_child_workflow(
-            "LaunchJobWorkflow", inp, id=job_id, parent_close_policy=ParentClosePolicy.ABANDON
-        )
+        """Join the console's job, or start a job of this server's own.
+
+        When the hand-off fails (the console's job already ended, or the job id is taken) no
+        job will ever report back: the server leaves "job in progress" and returns to
+        `back_to`, the record says why, and the command fails with that line, instead of a
+        server that refuses every later command while it waits for an outcome.
+        """
+        try:
+            if joined and target is not None:
+                await workflow.get_external_workflow_handle(job_id).signal("add_target", target)
+                return
+            inp = LaunchJobInput(
+                job_id=job_id,
+                initiated_by=initiated_by.value,
+                targets=[target] if target is not None else [],
+                terminate={self._inp.source_server_id: list(terminate)} if terminate else {},
+            )
+            await workflow.start_child_workflow(
+                "LaunchJobWorkflow", inp, id=job_id, parent_close_policy=ParentClosePolicy.ABANDON
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            why = f"the launch could not be handed to job {job_id}: {failure_text(err)}"
+            self._launch.job_in_progress = ""
+            if record is not None:
+                record.launch_status = LaunchStatus.FAILED.value
+                record.error = why
+            if back_to:
+                self._state.lifecycle_state = back_to
+            self._publish()
+            raise ApplicationError(why, type="JobHandOffFailed", non_retryable=True) from None
 
     async def _stop_replication_for_good(self, reason: str) -> None:
         st = self._state
@@ -205,10 +218,12 @@ class LifecycleUpdates:
         ls.job_in_progress = job_id
         ls.last_test = LaunchRecord(job_id=job_id, initiated_at=workflow.now().isoformat(),
                                     launch_status=LaunchStatus.PENDING.value)
+        before = self._state.lifecycle_state
         self._move(Command.START_TEST)
         target = self._target("test", terminate_first=ls.test_instances)
         self._pin(ls.last_test, target)
-        await self._hand_to_job(job_id, bool(req.job_id), InitiatedBy.START_TEST, target)
+        await self._hand_to_job(job_id, bool(req.job_id), InitiatedBy.START_TEST, target,
+                                record=ls.last_test, back_to=before)
         return self._result(f"test launch started in job {job_id} from {target.group_id}")
 
     @start_test.validator
@@ -222,6 +237,7 @@ class LifecycleUpdates:
         if cmd.terminate_test_instances and ids:
             job_id = cmd.job_id or self._new_job_id()
             self._launch.job_in_progress = job_id
+            # Ready for cutover stands either way; only the termination was not handed off.
             await self._hand_to_job(job_id, False, InitiatedBy.TERMINATE, terminate=ids)
             return self._result(f"ready for cutover; test instances terminate in job {job_id}")
         return self._result("ready for cutover")
@@ -273,7 +289,12 @@ class LifecycleUpdates:
         target = self._target("cutover", terminate_first=[])
         self._pin(record, target)
         ls.final_sync_group = target.group_id if req.final_sync else ""
-        await self._hand_to_job(job_id, bool(req.job_id), InitiatedBy.START_CUTOVER, target)
+        try:
+            await self._hand_to_job(job_id, bool(req.job_id), InitiatedBy.START_CUTOVER, target,
+                                    record=record, back_to=LCS.READY_FOR_CUTOVER.value)
+        except ApplicationError:
+            await self._restart_source_if_we_stopped_it()
+            raise
         return self._result(f"cutover launch started in job {job_id} from {target.group_id}")
 
     @start_cutover.validator
@@ -302,7 +323,7 @@ class LifecycleUpdates:
                     retry_policy=POWER_RETRY,
                 )
             except ActivityError as err:
-                return f"the source VM could not be stopped: {_text(err)}"
+                return f"the source VM could not be stopped: {failure_text(err)}"
             self._launch.powered_off_by_snapship = stopped.powered_off_by_us
             record.source_stopped_at = stopped.stopped_at if stopped.was_powered_on else ""
             # The final sync runs here, at once, ahead of every queued VM of its vCenter.
@@ -371,8 +392,10 @@ class LifecycleUpdates:
             ls.last_cutover.finalized_at = workflow.now().isoformat()
         ls.finalized = True
         self._move(Command.FINALIZE_CUTOVER)
+        # What the VM holds is asked of vCenter, never assumed (as `stop` does).
+        checked = await self._check_no_snapshot_left()
         return self._result(
-            "cutover finalized: replication stopped, no snapshot of snapship remains on the VM, "
+            f"cutover finalized: replication stopped; {checked}; "
             f"the cutover instance {', '.join(ls.cutover_instances) or '-'} is kept"
         )
 

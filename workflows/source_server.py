@@ -9,16 +9,18 @@ point untouched and the next run starts from it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 from workflows.activity_options import timeouts
+from workflows.failure_text import failure_text
 
 with workflow.unsafe.imports_passed_through():
     from snapship import search_attributes as sa
@@ -80,6 +82,8 @@ MAX_MOVE_RETRIES = 3
 MIN_INTERVAL_SECONDS = 5
 MAX_RUN_RECORDS = 20
 HISTORY_EVENTS_LIMIT = 8000
+# A VM that waits for a permit repeats its request this often (see _acquire_permit).
+PERMIT_REQUEST_REFRESH = timedelta(minutes=5)
 
 # Short vCenter calls: a handful of tries; Temporal keeps the budget, not nested retry loops.
 VCENTER_RETRY = RetryPolicy(
@@ -121,18 +125,6 @@ def _epoch(change_id: str) -> str:
     return change_id.split("/", 1)[0] if change_id else ""
 
 
-def _error_text(err: BaseException) -> str:
-    """The innermost cause's message, as one line (the worker's fault boundary already made it
-    one; timeouts and cancellations come from Temporal itself)."""
-    cur: BaseException | None = err
-    while isinstance(cur, ActivityError) and cur.cause is not None:
-        cur = cur.cause
-    last = cur if cur is not None else err
-    # FailureError's str() prefixes the error type ("VddkConnectFailed: ..."): noise for a person.
-    text = last.message if isinstance(last, FailureError) else str(last)
-    return " ".join(text.split())
-
-
 @workflow.defn(name="SourceServerWorkflow")
 class SourceServerWorkflow(LifecycleUpdates):
     @workflow.init
@@ -160,11 +152,13 @@ class SourceServerWorkflow(LifecycleUpdates):
     async def run(self, inp: SourceServerInput) -> None:
         self._publish()
         while not self._state.archived:
-            if not (self._wake or self._due()):
+            # A cutover's final sync holds the schedule: not even a wake-up starts a second
+            # run beside it (it would take a second permit and a second VMware snapshot).
+            if self._holding_runs or not (self._wake or self._due()):
                 try:
                     # A durable timer that updates and signals interrupt.
                     await workflow.wait_condition(
-                        lambda: self._state.archived or self._wake,
+                        lambda: self._state.archived or (self._wake and not self._holding_runs),
                         timeout=self._until_next_run(),
                     )
                 except TimeoutError:
@@ -262,7 +256,7 @@ class SourceServerWorkflow(LifecycleUpdates):
                 self._end_run(record)
                 raise asyncio.CancelledError() from err
             record.outcome = "FAILED"
-            record.reason = _error_text(err)
+            record.reason = failure_text(err)
             st.last_error = f"{run_id}: {record.reason}"
             self._end_run(record, DRS.STALLED)
 
@@ -390,19 +384,23 @@ class SourceServerWorkflow(LifecycleUpdates):
             # Not a `finally`: an evicted workflow's coroutines must not schedule activities.
             if sealing is not None and not sealing.done():
                 sealing.cancel()
+            steps: list[Callable[[], Awaitable[None]]] = []
             if isinstance(err, asyncio.CancelledError) and shipped is not None:
-                await self._discard(
-                    [d.ebs_snapshot_id for d in shipped.disks], "run cancelled before commit"
-                )
+                ids = [d.ebs_snapshot_id for d in shipped.disks]
+                steps.append(lambda: self._discard(ids, "run cancelled before commit"))
             if snapshot is not None:
                 if not removed:
-                    await self._remove_vmware_snapshot(pre.vm_moref, snapshot.snapshot_moref)
+                    moref = snapshot.snapshot_moref
+                    steps.append(lambda: self._remove_vmware_snapshot(pre.vm_moref, moref))
             elif creating:
                 # The create may have been interrupted before it reported the snapshot, or its
                 # vCenter task may still be making it: find it by its name and remove it.
-                await self._remove_own_snapshots(pre.vm_moref, f"{run_id}-a{attempt}")
+                steps.append(
+                    lambda: self._remove_own_snapshots(pre.vm_moref, f"{run_id}-a{attempt}")
+                )
             if not removed:
-                await self._release_permit(permit)
+                steps.append(lambda: self._release_permit(permit))
+            await self._clean_up(steps)
             raise
         # Commit: only now does the replication point move forward.
         assert shipped is not None and snapshot is not None
@@ -456,13 +454,24 @@ class SourceServerWorkflow(LifecycleUpdates):
         self._waiting_for = "waiting for a permit"
         self._set(drs=DRS.PENDING_SNAPSHOT_SHIPPING)
         try:
-            await workflow.execute_activity(
-                "snapship.request_permit",
-                RequestPermitInput(self._inp.vcenter_uuid, workflow.info().task_queue, request),
-                **timeouts("snapship.request_permit"),
-                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
-            )
-            await workflow.wait_condition(lambda: key in self._granted)
+            while True:
+                await workflow.execute_activity(
+                    "snapship.request_permit",
+                    RequestPermitInput(
+                        self._inp.vcenter_uuid, workflow.info().task_queue, request
+                    ),
+                    **timeouts("snapship.request_permit"),
+                    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+                )
+                try:
+                    await workflow.wait_condition(
+                        lambda: key in self._granted, timeout=PERMIT_REQUEST_REFRESH
+                    )
+                    break
+                except TimeoutError:
+                    # Asking again is the same request (same key, same place in the queue);
+                    # a coordinator that was terminated or reset meanwhile learns of us anew.
+                    continue
         except asyncio.CancelledError:
             await self._release_permit(key)
             raise
@@ -473,24 +482,16 @@ class SourceServerWorkflow(LifecycleUpdates):
     async def _release_permit(self, key: str) -> None:
         """Give the permit back (or withdraw the request); finishes even while cancelled."""
         self._granted.discard(key)
-        signal = asyncio.ensure_future(
-            workflow.get_external_workflow_handle(self._coordinator_id()).signal(
-                "release", PermitRelease(self._inp.source_server_id, key)
+        try:
+            await self._to_the_end(
+                workflow.get_external_workflow_handle(self._coordinator_id()).signal(
+                    "release", PermitRelease(self._inp.source_server_id, key)
+                )
             )
-        )
-        cancelled = False
-        while True:
-            try:
-                await asyncio.shield(signal)
-                break
-            except asyncio.CancelledError:
-                if signal.done():
-                    break
-                cancelled = True
-            except Exception:
-                break  # no coordinator: nothing is held there
-        if cancelled:
-            raise asyncio.CancelledError()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            pass  # no coordinator: nothing is held there
 
     async def _ship(self, inp: ShipInput) -> ShipResult:
         try:
@@ -556,11 +557,13 @@ class SourceServerWorkflow(LifecycleUpdates):
     async def _discard(self, snapshot_ids: list[str], reason: str) -> None:
         if not snapshot_ids:
             return
-        await workflow.execute_activity(
-            "snapship.discard_snapshots",
-            DiscardInput(snapshot_ids, reason),
-            **timeouts("snapship.discard_snapshots"),
-            retry_policy=CLEANUP_RETRY,
+        await self._to_the_end(
+            workflow.start_activity(
+                "snapship.discard_snapshots",
+                DiscardInput(snapshot_ids, reason),
+                **timeouts("snapship.discard_snapshots"),
+                retry_policy=CLEANUP_RETRY,
+            )
         )
 
     async def _remove_vmware_snapshot(self, vm_moref: str, snapshot_moref: str) -> None:
@@ -593,9 +596,26 @@ class SourceServerWorkflow(LifecycleUpdates):
             vcenter_id=self._inp.vcenter_uuid,
         )
 
-    async def _to_the_end(self, cleanup: workflow.ActivityHandle[Any]) -> None:
+    @staticmethod
+    async def _clean_up(steps: list[Callable[[], Awaitable[None]]]) -> None:
+        """Every step of a failed or cancelled attempt's cleanup runs, in order, even when a
+        second cancellation (pause, then stop) arrives during one of them: a skipped step
+        would leave a snapshot on the VM or a permit that no liveness check takes back (the
+        holder is still running). The cancellation is re-raised after the last step."""
+        cancelled = False
+        for step in steps:
+            try:
+                await step()
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError()
+
+    @staticmethod
+    async def _to_the_end(cleanup: Awaitable[Any]) -> None:
         """A cleanup always runs to the end, even while this run is being cancelled: nothing
         may be left on the VM. A cancellation that arrives meanwhile is re-raised after it."""
+        cleanup = asyncio.ensure_future(cleanup)
         cancelled = False
         while True:
             try:
@@ -621,7 +641,7 @@ class SourceServerWorkflow(LifecycleUpdates):
             )
         except ActivityError as err:
             return (
-                f"could not check the VM for snapship's snapshots ({_error_text(err)}); "
+                f"could not check the VM for snapship's snapshots ({failure_text(err)}); "
                 "the next start removes any it finds"
             )
         if found.remaining:
@@ -849,6 +869,8 @@ class SourceServerWorkflow(LifecycleUpdates):
         refuse_if_expired(cmd.not_after, workflow.now())
         if not self._state.replicating or self._state.paused:
             raise ValueError("replication is not running")
+        if self._holding_runs:
+            raise ValueError("a cutover's final sync is in progress; it is the next run")
 
     # ------------------------------------------------------------------ query
 
