@@ -1,11 +1,12 @@
-"""Snapshot group tags and completeness, retention rules (pure), and both against local AWS."""
+"""Snapshot group tags and completeness, retention rules (pure), and both against local AWS.
+
+Launching from a group is `snapship.launch` (tests/lifecycle)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,13 +23,6 @@ from snapship.ebs.groups import (
     latest_complete_group,
     parse_iso_utc,
     tag_snapshots,
-)
-from snapship.ebs.launch import (
-    boot_mode_for_firmware,
-    create_volumes,
-    device_mappings,
-    register_image,
-    run_instance,
 )
 from snapship.ebs.retention import apply_retention, plan_retention
 from snapship.ebs.writer import EbsSnapshotWriter, WriterSettings, client_token
@@ -112,17 +106,6 @@ def test_retention_properties(states: list[list[str]], keep: int, protect: set[i
             assert g.group_id in kept
 
 
-def test_boot_mode_and_device_mappings() -> None:
-    assert boot_mode_for_firmware("efi") == "uefi"
-    assert boot_mode_for_firmware("BIOS") == "legacy-bios"
-    with pytest.raises(ValueError):
-        boot_mode_for_firmware("coreboot")
-    g = group("a", "t", ["completed"] * 3)
-    names = [(m.device_name, m.device_key) for m in device_mappings(g)]
-    assert names == [("/dev/sda1", 2000), ("/dev/sdb", 2001), ("/dev/sdc", 2002)]
-    assert device_mappings(g, boot_device_key=2001)[0].device_key == 2001
-
-
 # ---------------------------------------------------------------- against local AWS
 
 
@@ -173,31 +156,8 @@ def test_groups_retention_and_launch_against_local_aws(aws: Any, clients: AwsCli
     left = describe_groups(clients.ec2, server)
     assert [g.group_id for g in left] == [g4.group_id, g3.group_id]
 
-    # launching reads the complete group without touching it
-    # (moto's RegisterImage drops BlockDeviceMappings, so check what went on the wire)
-    sent: list[dict[str, Any]] = []
-    clients.ec2.meta.events.register(
-        "provide-client-params.ec2.RegisterImage", lambda params, **_: sent.append(params)
-    )
-    image = register_image(clients.ec2, latest, f"snapship-test-{server}", firmware="efi")
-    assert clients.ec2.describe_images(ImageIds=[image])["Images"][0]["ImageId"] == image
-    assert sent[0]["BootMode"] == "uefi" and sent[0]["RootDeviceName"] == "/dev/sda1"
-    mapped = {m["DeviceName"]: m["Ebs"]["SnapshotId"] for m in sent[0]["BlockDeviceMappings"]}
-    by_key = {s.tags.device_key: s.snapshot_id for s in latest.snapshots}
-    assert mapped == {"/dev/sda1": by_key[2000], "/dev/sdb": by_key[2001]}
-    instance = run_instance(clients.ec2, image, "t3.micro")
-    assert instance.startswith("i-")
-    volumes = create_volumes(clients.ec2, latest, f"{aws.region}a")
-    assert set(volumes) == {2000, 2001}
-    partial = describe_groups(clients.ec2, server)
-    assert all(g.complete for g in partial)
-
     # discarding a run deletes its snapshots; a repeated delete is harmless
     assert sorted(delete_group(clients.ec2, g4)) == sorted(g4.snapshot_ids)
     delete_group(clients.ec2, g4)
     assert [g.group_id for g in describe_groups(clients.ec2, server)] == [g3.group_id]
 
-
-def test_launch_refuses_an_incomplete_group(aws: Any, clients: AwsClients) -> None:
-    with pytest.raises(ValueError):
-        register_image(clients.ec2, group("x", "t", ["completed", "pending"]), "img")
