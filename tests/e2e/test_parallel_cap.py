@@ -13,6 +13,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 import activities.replication as replication
+from snapship.config import ClientConfig
 from tests.e2e.harness import sandbox
 from workflows.source_server import SourceServerWorkflow
 
@@ -45,7 +46,16 @@ async def test_sixty_vms_never_more_than_fifty_ship(
     probe = ConcurrencyProbe()
     monkeypatch.setattr(replication, "shipping_slot", probe.slot)
     vms = [{"name": f"app-{i:02d}", "disks": [{"capacity_kb": 1024}]} for i in range(VMS)]
-    async with sandbox(tmp_path, temporal_env, vms, shipping_slots=CAP) as sb:
+    def only_the_vcenter_cap(config: ClientConfig) -> None:
+        # All 60 VMs sit on one host and one datastore: without this, the default per-host
+        # (8 disks) and per-datastore (15) caps would bind first.
+        config.replication.host_disk_cap = 0
+        config.replication.datastore_disk_cap = 0
+
+    async with sandbox(
+        tmp_path, temporal_env, vms, shipping_slots=CAP, tune=only_the_vcenter_cap
+    ) as sb:
+        sb.sim.admin.reset_snapshot_census()
         for vm in vms:
             sb.sim.admin.write(vm["name"], 0, length=4096, random_seed=len(vm["name"]))
         # Each PutSnapshotBlock takes a while, so shipping overlaps and the cap has to bind.
@@ -82,6 +92,9 @@ async def test_sixty_vms_never_more_than_fifty_ship(
             watcher.cancel()
         states = await asyncio.gather(*(h.query(SourceServerWorkflow.status) for h in handles))
         assert all(s.lifecycle_state == "READY_FOR_TEST" for s in states)
+        # At the far end: VMs under a VMware snapshot at once, as the simulator counts them.
+        census = sb.sim.admin.snapshot_census()
+        assert census["peak_vms"] == CAP, census
         assert probe.peak <= CAP, f"{probe.peak} VMs shipped at once"
         assert probe.peak == CAP, f"the cap never bound (peak {probe.peak}); test is too weak"
         assert pending_seen, "no VM was ever seen waiting for a shipping slot"
