@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from snapship import vcenters
 from snapship.cli import console
 from snapship.config import MAX_SHIPPING_SLOTS, ClientConfig, VcenterSettings
+from snapship.error_text import one_line
 from snapship.install import InstallError, InstallRequest, check_ca_file, check_port, check_vcenter
 from snapship.permit_messages import PermitLimits, PermitsView, coordinator_id
 from snapship.secrets import Secret, SecretStore
@@ -251,8 +252,13 @@ async def apply_cap(client: Client, cfg: ClientConfig, vc: VcenterSettings) -> s
         if exc.status == RPCStatusCode.NOT_FOUND:
             return f"at most {cap} of its VMs ship at once from its first run"
         raise VcenterAdminError(
-            f"The cap was saved but its permit coordinator did not take it ({exc.message}); "
-            "run the command again once the worker runs."
+            f"The cap was saved but its permit coordinator did not take it "
+            f"({one_line(exc.message)}); run the command again once the worker runs."
+        ) from None
+    except WorkflowUpdateFailedError as exc:  # the coordinator's validator refused the limits
+        why = getattr(exc.cause, "message", None) or str(exc.cause or exc)
+        raise VcenterAdminError(
+            f"The cap was saved but its permit coordinator refused it ({one_line(why)})."
         ) from None
     return f"at most {cap} of its VMs ship at once, from now on"
 

@@ -24,6 +24,7 @@ from temporalio.client import (
 from temporalio.service import RPCError
 
 from snapship.command_deadline import deadline_after
+from snapship.error_text import one_line
 from snapship.launch.messages import (
     InitiatedBy,
     LaunchJobInput,
@@ -69,10 +70,10 @@ def new_job_id() -> str:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, WorkflowUpdateFailedError):
         cause = exc.cause
-        return str(getattr(cause, "message", None) or cause or exc)
+        return one_line(str(getattr(cause, "message", None) or cause or exc))
     if isinstance(exc, RPCError):
-        return exc.message
-    return str(exc)
+        return one_line(exc.message)
+    return one_line(str(exc))
 
 
 async def start_launch_job(

@@ -19,6 +19,7 @@ from typing import Any
 from snapship import vcenters
 from snapship.cli.console import ServerRow
 from snapship.config import ClientConfig, VcenterSettings
+from snapship.error_text import one_line
 from snapship.secrets import Secret
 from snapship.vcenter_admin import (
     AddVcenterRequest,
@@ -179,7 +180,7 @@ async def _add(
             print(f"Discovery schedule {what}: Temporal schedule "
                   f"'{vcenters.discovery_schedule_id(cfg, vc)}'.")
         except Exception as exc:  # Temporal down: the vCenter is added; discover makes it later
-            print(f"The discovery schedule was not created ({exc}); "
+            print(f"The discovery schedule was not created ({one_line(str(exc))}); "
                   f"`snapship discover --vcenter {name}` creates it.", file=sys.stderr)
     print(f"Discover its VMs now with `snapship discover --vcenter {name}`.")
     return 0
@@ -219,7 +220,7 @@ async def _update(
             print(f"Discovery schedule '{vcenters.discovery_schedule_id(cfg, vc)}' now runs every "
                   f"{vcenters.discovery_interval_seconds(cfg, vc)}s.")
         except Exception as exc:  # saved anyway; `snapship discover` brings the schedule in line
-            print(f"The discovery schedule was not updated ({exc}); "
+            print(f"The discovery schedule was not updated ({one_line(str(exc))}); "
                   f"`snapship discover --vcenter {name} --schedule` updates it.", file=sys.stderr)
     return 0
 
