@@ -108,6 +108,8 @@ def _view(args: argparse.Namespace) -> str:
         return console.VIEW_ALL
     if getattr(args, "discovered", False):
         return console.VIEW_DISCOVERED
+    if getattr(args, "archived", False):
+        return console.VIEW_ARCHIVED
     return console.VIEW_ACTIVE
 
 
@@ -185,6 +187,7 @@ async def _servers(args: argparse.Namespace) -> int:
             "the discovered ones; start replication with `snapship replicate start`.",
             console.VIEW_DISCOVERED: "No discovered source servers. Run `snapship discover`.",
             console.VIEW_ALL: "No source servers. Run `snapship discover`.",
+            console.VIEW_ARCHIVED: "No archived source servers.",
         }[_view(args)]
         print(hint)
         return EXIT_OK
@@ -458,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--discovered", action="store_true",
                       help="discovered servers not replicating yet")
     view.add_argument("--all", action="store_true", help="every source server")
+    view.add_argument("--archived", action="store_true",
+                      help="archived servers (they leave the other views)")
     p.add_argument("--state", action="append", metavar="STATE",
                    help="lifecycle or data replication state (repeatable)")
     p.add_argument("--name", action="append", metavar="GLOB", help="VM name glob (repeatable)")

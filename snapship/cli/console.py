@@ -58,6 +58,8 @@ READY_STATES = frozenset(
 VIEW_ACTIVE = "active"
 VIEW_DISCOVERED = "discovered"
 VIEW_ALL = "all"
+# Archiving ends a server's workflow (MGN: archived servers leave the default views).
+VIEW_ARCHIVED = "archived"
 
 
 @dataclass
@@ -113,7 +115,8 @@ def visibility_query(
     view: str = VIEW_ALL, vcenter_host: str = "", extra: Sequence[str] = ()
 ) -> str:
     """The list filter; `vcenter_host` keeps one client's servers apart from another's."""
-    parts = [f'WorkflowType="{SOURCE_SERVER_WORKFLOW}"', 'ExecutionStatus="Running"']
+    status = "Completed" if view == VIEW_ARCHIVED else "Running"
+    parts = [f'WorkflowType="{SOURCE_SERVER_WORKFLOW}"', f'ExecutionStatus="{status}"']
     if vcenter_host:
         parts.append(f'{sa.VCENTER_HOST.name}="{_quote(vcenter_host)}"')
     # "Discovered" = never started (MGN's Discovered source servers filter); "active" = the rest,

@@ -106,6 +106,9 @@ def test_small_helpers() -> None:
     q = visibility_query("discovered", 'vc"1')
     assert 'SnapshipVcenterHost="vc\\"1"' in q
     assert 'SnapshipLifeCycleState="DISCOVERED" AND SnapshipDataReplicationState="STOPPED"' in q
+    assert 'ExecutionStatus="Running"' in q
+    archived = visibility_query("archived")
+    assert 'ExecutionStatus="Completed"' in archived and "Running" not in archived
     active = visibility_query("active")
     assert '(SnapshipLifeCycleState!="DISCOVERED" OR SnapshipDataReplicationState!="STOPPED")' \
         in active

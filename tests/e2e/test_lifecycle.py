@@ -14,6 +14,7 @@ import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
+from snapship.cli import console
 from snapship.cli.lifecycle_client import start_launch_job, wait_job
 from snapship.ebs.reader import read_snapshot
 from snapship.launch import ec2 as launch_ec2
@@ -163,6 +164,15 @@ async def test_test_ready_cutover_revert_cutover_finalize(
         assert instance_state(sb, cut.instance_id) == "running"  # kept
         await handle.execute_update("mark_archived", LifecycleCommand())
         await asyncio.wait_for(handle.result(), 30)
+        # Archived: out of the default views, listed by the archived one (visibility catches up).
+        for _ in range(60):
+            archived = await console.list_rows(sb.client, console.VIEW_ARCHIVED)
+            if any(r.workflow_id == handle.id for r in archived):
+                break
+            await asyncio.sleep(0.5)
+        assert [r.vm_name for r in archived if r.workflow_id == handle.id] == [VM]
+        everyone = await console.list_rows(sb.client, console.VIEW_ALL)
+        assert handle.id not in {r.workflow_id for r in everyone}
 
 
 def sorted_group(st: SourceServerStatus) -> list[str]:
