@@ -28,10 +28,12 @@ class TlsVerificationFailed(VsphereError):
         self.host = host
         self.port = port
         source = f"the CA file {ca_path}" if ca_path else "the system's trusted CAs"
+        # The CA bundle is served where vCenter answers: keep a non-default port in the link.
+        where = host if port == 443 else f"{host}:{port}"
         super().__init__(
             f"The TLS certificate of vCenter {host}:{port} could not be verified against "
             f"{source}: {detail}. Download vCenter's root CA from "
-            f"https://{host}/certs/download.zip "
+            f"https://{where}/certs/download.zip "
             "and pass it with --vcenter-ca-path (connect by the host name the certificate names, "
             "not by IP), or — only if you accept the risk — use --disable-ssl-cert-validation."
         )

@@ -40,6 +40,11 @@ def test_transport_errors_are_explained():
     text = str(e)
     assert "self-signed certificate" in text and "/etc/vc-ca.pem" in text
     assert "--vcenter-ca-path" in text and "--disable-ssl-cert-validation" in text
+    assert "https://vc/certs/download.zip" in text
+    # A vCenter on another port serves its CA bundle there too: the hint keeps the port.
+    text = str(transport_error(cert_err, "vc", 8443, None, 5))
+    assert "vc:8443" in text and "https://vc:8443/certs/download.zip" in text
+    assert "self-signed certificate in certificate chain" in text
 
 
 def test_missing_or_unreadable_ca_file(tmp_path):
