@@ -28,6 +28,7 @@ from pyVmomi import vim, vmodl
 from snapship.ebs.client import EbsCallError, error_code, http_status, is_transient
 from snapship.error_text import one_line
 from snapship.vddk.binding import VddkError
+from snapship.vddk.errors import VddkReaderError
 from snapship.vsphere import errors as verr
 
 VDDK_CONNECT_ATTEMPTS = 4
@@ -241,6 +242,9 @@ def classify(exc: BaseException) -> Fault:
         return _own_vsphere(exc)
     if isinstance(exc, VddkError):
         return _vddk(exc)
+    if isinstance(exc, VddkReaderError):
+        # Its message already names the reader, the disk and how it ended: a person's line.
+        return Fault(one_line(str(exc)), not exc.transient, type(exc).__name__)
     if isinstance(exc, EbsCallError):
         return _ebs_call(exc)
     if isinstance(exc, ClientError):

@@ -141,7 +141,10 @@ async def test_stalled_read_times_out_and_the_snapshot_is_removed(
             assert loop.time() < deadline, "the stalled read never failed"
             await asyncio.sleep(0.1)
         failed_after = time.monotonic() - started
-        assert reason == "VDDK error 14011: The network connection to the host was lost"
+        # The fault boundary's line: VDDK's code and text, and the call that failed.
+        assert reason == (
+            "VDDK error 14011: The network connection to the host was lost in VixDiskLib_ReadAsync"
+        )
         assert failed_after >= 2.0, failed_after  # not before the configured read timeout
         registry.set_faults()  # the host answers again: the retried attempt completes
         st = await wait_status(handle, runs_ok(1), timeout=180)

@@ -14,6 +14,7 @@ from snapship.ebs.client import EbsCallError
 from snapship.error_text import one_line, retry_line
 from snapship.faults import VDDK_CONNECT_ATTEMPTS, classify
 from snapship.vddk.binding import VddkError
+from snapship.vddk.errors import VddkReaderDied, VddkReaderHung
 from snapship.vsphere.errors import (
     CbtNotTracking,
     InvalidCredentials,
@@ -125,6 +126,13 @@ def test_vddk_connect_failure_has_a_short_budget() -> None:
     assert fault.attempt_budget == VDDK_CONNECT_ATTEMPTS
     assert fault.message.startswith("VDDK error 14008: Cannot connect to the host")
     assert classify(VddkError(14011, "lost", "VixDiskLib_Read")).attempt_budget == 0
+
+
+def test_a_dead_reader_process_reads_as_its_own_line_and_retries() -> None:
+    died = VddkReaderDied("VDDK reader process 7 for disk [ds1] a/a.vmdk was killed by SIGKILL")
+    fault = classify(died)
+    assert fault.message == str(died) and not fault.permanent  # no "VddkReaderDied:" prefix
+    assert not classify(VddkReaderHung("VDDK reader process 7 did not answer")).permanent
 
 
 def test_vddk_asks_the_error_with_the_code_masked() -> None:
