@@ -204,7 +204,10 @@ def test_cli_serves_and_prints_endpoint(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
-    assert b'"ca_path"' in out
+    # It prints what a person needs to continue: the install flags naming this simulator.
+    text = out.decode()
+    assert f"--vcenter-port {info['port']}" in text
+    assert f"--vcenter-ca-path {info['ca_path']}" in text
 
 
 def test_wait_for_updates_ex_times_out_then_reports_change(sim, si) -> None:

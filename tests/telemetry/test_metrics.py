@@ -39,6 +39,10 @@ EXPECTED = {
     "snapship_replication_lag_seconds": ("gauge", {"source_server"}),
     "snapship_shipping_slots_in_use": ("gauge", set()),
     "snapship_shipping_waiting": ("gauge", set()),
+    "snapship_permits_held": ("gauge", {"coordinator"}),
+    "snapship_permits_waiting": ("gauge", {"coordinator"}),
+    "snapship_permits_cap": ("gauge", {"coordinator"}),
+    "snapship_permit_host_disks": ("gauge", {"coordinator", "host"}),
     "snapship_vcenter_call_seconds": ("histogram", {"operation"}),
     "snapship_vcenter_call_errors_total": ("counter", {"operation", "error"}),
     "snapship_ebs_call_seconds": ("histogram", {"operation"}),
@@ -80,6 +84,10 @@ def test_names_types_and_labels_follow_prometheus_conventions(metrics: SnapshipM
         "snapship_ebs_call_seconds": metrics.ebs_call,
         "snapship_ebs_call_errors_total": metrics.ebs_call_errors,
         "snapship_shipping_waiting": metrics.shipping_waiting,
+        "snapship_permits_held": metrics.permits_held,
+        "snapship_permits_waiting": metrics.permits_waiting,
+        "snapship_permits_cap": metrics.permits_cap,
+        "snapship_permit_host_disks": metrics.permit_host_disks,
     }
     for name, metric in metric_labels.items():
         assert set(metric._labelnames) == EXPECTED[name][1], name
