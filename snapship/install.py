@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snapship.appliance import ClientVm, dmi_path, find_client_vm, read_product_uuid
 from snapship.config import CONFIG_FILE, SECRETS_FILE, ClientConfig, ConfigError
@@ -44,6 +44,9 @@ from snapship.secrets import (
     Secret,
     SecretStore,
 )
+
+if TYPE_CHECKING:
+    from snapship.vsphere.session import VcenterSession
 
 VDDK_DIR = "vddk"
 MAX_TAGS = 50
@@ -300,12 +303,11 @@ def check_aws(req: InstallRequest) -> str:
     return str(identity.get("Account", ""))
 
 
-def check_vcenter(req: InstallRequest) -> VcenterCheck:
-    """Connect with verified TLS (unless disabled), check the version and the privileges."""
-    from snapship.vsphere.errors import MissingPrivileges, VsphereError
+def _vcenter_session(req: InstallRequest) -> VcenterSession:
+    """A not yet connected session with the vCenter the request names (install's checks)."""
     from snapship.vsphere.session import VcenterSession
 
-    session = VcenterSession(
+    return VcenterSession(
         req.vcenter_host,
         req.vcenter_user,
         req.vcenter_password,
@@ -314,6 +316,13 @@ def check_vcenter(req: InstallRequest) -> VcenterCheck:
         disable_ssl_cert_validation=req.disable_ssl_cert_validation,
         timeout_s=30.0,
     )
+
+
+def check_vcenter(req: InstallRequest) -> VcenterCheck:
+    """Connect with verified TLS (unless disabled), check the version and the privileges."""
+    from snapship.vsphere.errors import MissingPrivileges, VsphereError
+
+    session = _vcenter_session(req)
     try:
         with session:
             about = session.about
@@ -493,17 +502,8 @@ def _client_vm_uuid(value: str) -> str:
 def _lookup_again(req: InstallRequest) -> tuple[ClientVm | None, str]:
     """Look up a UUID the user typed at the prompt (a second, short vCenter session)."""
     from snapship.vsphere.errors import VsphereError
-    from snapship.vsphere.session import VcenterSession
 
-    session = VcenterSession(
-        req.vcenter_host,
-        req.vcenter_user,
-        req.vcenter_password,
-        port=req.vcenter_port,
-        ca_path=req.vcenter_ca_path or None,
-        disable_ssl_cert_validation=req.disable_ssl_cert_validation,
-        timeout_s=30.0,
-    )
+    session = _vcenter_session(req)
     try:
         with session:
             return locate_client_vm(session.content, req.client_vm_uuid)
