@@ -27,6 +27,8 @@ CHECK_TIMEOUT = timedelta(seconds=5)
 # after ~60 s and the poller's last_access_time is when that poll began); a poller not seen for
 # longer than this has stopped. A stopped worker keeps its entry with the old time.
 POLLER_FRESH = timedelta(seconds=75)
+# A worker started a moment ago is not listed until its first poll arrives.
+STARTUP_GRACE = timedelta(seconds=3)
 
 
 class NoWorkerError(Exception):
@@ -63,18 +65,28 @@ async def live_pollers(client: Client, task_queue: str, now: datetime | None = N
 
 
 async def require_worker(client: Client, task_queue: str) -> None:
-    """Return when a worker polls `task_queue`; raise NoWorkerError (one line) otherwise."""
-    try:
-        count = await asyncio.wait_for(
-            live_pollers(client, task_queue), CHECK_TIMEOUT.total_seconds() + 1
-        )
-    except (TimeoutError, RPCError) as exc:
-        raise NoWorkerError(
-            f"Temporal did not say whether a worker runs ({_short(exc)}); check "
-            "`snapship temporal status`"
-        ) from None
-    if count == 0:
-        raise NoWorkerError(no_worker_message(task_queue))
+    """Return when a worker polls `task_queue`; raise NoWorkerError (one line) otherwise.
+
+    A worker that has just started shows up only once its first poll reaches the server, so
+    an empty answer is asked again for STARTUP_GRACE before it counts as "no worker".
+    """
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + STARTUP_GRACE.total_seconds()
+    while True:
+        try:
+            count = await asyncio.wait_for(
+                live_pollers(client, task_queue), CHECK_TIMEOUT.total_seconds() + 1
+            )
+        except (TimeoutError, RPCError) as exc:
+            raise NoWorkerError(
+                f"Temporal did not say whether a worker runs ({_short(exc)}); check "
+                "`snapship temporal status`"
+            ) from None
+        if count > 0:
+            return
+        if loop.time() >= give_up:
+            raise NoWorkerError(no_worker_message(task_queue))
+        await asyncio.sleep(0.5)
 
 
 def _short(exc: BaseException) -> str:
