@@ -298,7 +298,8 @@ async def test_discover_command_prints_counts(
     code = await asyncio.to_thread(
         app.main, ["discover", "--no-schedule", "--data-dir", sim.cfg.data_dir]
     )
-    out = capsys.readouterr().out
-    assert code == 0, out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, out + captured.err  # the console's one line goes to stderr
     assert "Discovered 7 source server(s) in vCenter localhost (2 eligible, 5 not eligible)" in out
     assert "templates skipped 1; client VM skipped 1; vanished 0" in out
