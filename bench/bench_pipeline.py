@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from bench.proctree import tree_cpu_seconds  # noqa: E402
+from bench.proctree import tree, tree_cpu_seconds  # noqa: E402
 from snapship.blocks import EBS_BLOCK_SIZE  # noqa: E402
 from snapship.messages import ReplicationCommand  # noqa: E402
 from snapship.search_attributes import dev_server_flags  # noqa: E402
@@ -74,7 +74,26 @@ def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
     )
 
 
-async def bench(initial_gib: float, work: Path, profile: Path | None = None) -> dict[str, Any]:
+def start_perf(out: Path) -> subprocess.Popen[bytes]:
+    """`perf record` of the whole machine (readers start and end during the run); the worker's
+    share is picked out afterwards with the pids `watch_tree` saw. Native time (SHA-256 in
+    libcrypto, copies in the kernel, VDDK) shows here and not in py-spy's GIL samples."""
+    return subprocess.Popen(
+        ["perf", "record", "-a", "-g", "-F", "499", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def watch_tree(pid: int, seen: set[int], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        seen.update(tree(pid))
+        await asyncio.sleep(0.2)
+
+
+async def bench(
+    initial_gib: float, work: Path, profile: Path | None = None, perf: Path | None = None
+) -> dict[str, Any]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(Path(sys.executable).with_name("temporal")),
         dev_server_extra_args=[*dev_server_flags(), "--log-level", "error"],
@@ -103,10 +122,20 @@ async def bench(initial_gib: float, work: Path, profile: Path | None = None) -> 
                 await worker_running(work / "worker.log")
                 await asyncio.sleep(1)
                 spy = start_profiler(worker.pid, profile) if profile else None
+                perf_proc = start_perf(perf) if perf else None
+                pids: set[int] = set()
+                watching = asyncio.Event()
+                watcher = asyncio.create_task(watch_tree(worker.pid, pids, watching))
                 cpu0 = tree_cpu_seconds(worker.pid)
                 big = await sb.start("big")
                 seconds, run = await timed_run(big, 1)
                 cpu = tree_cpu_seconds(worker.pid) - cpu0
+                watching.set()
+                await watcher
+                if perf_proc is not None and perf is not None:
+                    perf_proc.send_signal(signal.SIGINT)
+                    perf_proc.wait(60)
+                    perf.with_suffix(".pids").write_text(",".join(map(str, sorted(pids))))
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)  # py-spy writes its file on interrupt
                     spy.wait(60)
@@ -172,9 +201,15 @@ def main() -> int:
     parser.add_argument(
         "--profile", type=Path, help="py-spy raw profile of the worker during the initial sync"
     )
+    parser.add_argument(
+        "--perf",
+        type=Path,
+        help="perf record of the initial sync (needs perf); report the worker's processes with "
+        "perf report -i FILE --pids $(cat FILE.pids) --sort pid,dso",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="snapship-bench-") as tmp:
-        results = asyncio.run(bench(args.initial_gib, Path(tmp), args.profile))
+        results = asyncio.run(bench(args.initial_gib, Path(tmp), args.profile, args.perf))
     results["load_average_at_end"] = os.getloadavg()
     print(json.dumps(results, indent=2))
     out = ROOT / "bench" / "results"

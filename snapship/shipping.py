@@ -368,20 +368,27 @@ class Shipper:
             )
             return
         if upload.start_status != "completed":
-            with DiskReader(
-                self.vddk,
-                server=self.endpoint.server,
-                port=self.endpoint.port,
-                thumbprint=self.endpoint.thumbprint,
-                username=self.endpoint.username,
-                password=self.endpoint.password,
-                vm_moref=inp.vm_moref,
-                snapshot_moref=inp.snapshot_moref,
-                disk_path=plan.file_name,
-                transport_modes=self.endpoint.transport_modes,
-            ) as reader:
-                # Blocks arrive hashed and zero-tested by the reader process: this thread sends.
-                writer.put_blocks(upload, reader.blocks(indices))
+            if indices:
+                with DiskReader(
+                    self.vddk,
+                    server=self.endpoint.server,
+                    port=self.endpoint.port,
+                    thumbprint=self.endpoint.thumbprint,
+                    username=self.endpoint.username,
+                    password=self.endpoint.password,
+                    vm_moref=inp.vm_moref,
+                    snapshot_moref=inp.snapshot_moref,
+                    disk_path=plan.file_name,
+                    transport_modes=self.endpoint.transport_modes,
+                ) as reader:
+                    # Blocks arrive hashed and zero-tested by the reader process: this thread
+                    # sends.
+                    writer.put_blocks(upload, reader.blocks(indices))
+            else:
+                # Nothing changed on this disk: no reader process and no VDDK connection (a
+                # run with nothing changed spent most of its time starting them); the snapshot
+                # is sealed empty on its parent.
+                writer.put_blocks(upload, ())
             # Findable before it happens: a retry after a crash from here on must not write.
             mark_completion(self.ec2, upload.snapshot_id, writer.completion_mark(upload))
             writer.complete(upload)

@@ -4,12 +4,16 @@ Why: profiled on the initial-sync benchmark, a boto3 `put_snapshot_block` cost 1
 CPU per 512 KiB block (3-5 CPU-s per GiB, most of a worker's cost): event hooks, parameter
 validation, endpoint rules, serialisation, retry bookkeeping, response parsing, and over plain
 HTTP a second SHA-256 of the body for the signature although the caller has just computed it.
-The same request built here from botocore's own parts costs about a third of that.
+The same request built here from botocore's transport and the CRT's signer costs about a
+third of that (measured per call, single thread, against local AWS: boto3 1.35 ms; botocore
+parts with botocore's pure-Python `SigV4Auth` ~0.85 ms, of which signing 0.21 ms; with the
+CRT's C signer 0.02 ms).
 
-What is kept from botocore, so boto3 users see what they expect:
-- signing: `SigV4Auth` with the session's credentials (the whole credential chain, refreshing
-  ones included); the body hash is the block's SHA-256 the caller already has, sent as
-  `X-Amz-Content-SHA256` (valid SigV4 over HTTP and HTTPS alike);
+What is kept from botocore and the AWS CRT, so boto3 users see what they expect:
+- signing: SigV4 by `awscrt.auth` (the AWS Common Runtime, which botocore itself signs with
+  once awscrt is installed) with the session's credentials, read through botocore's credential
+  chain on every call (refreshing ones included); the body hash is the block's SHA-256 the caller
+  already has, sent as `X-Amz-Content-SHA256` (valid SigV4 over HTTP and HTTPS alike);
 - transport: `URLLib3Session` with the client's endpoint (`--endpoint`), proxy, TLS
   verification and connect/read timeouts, so connection errors are botocore's exceptions;
 - errors: the service model's rest-json parser and the client's modeled exception classes, so a
@@ -25,11 +29,13 @@ from __future__ import annotations
 import base64
 import time
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import botocore
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from awscrt import auth as crt_auth
+from awscrt import http as crt_http
+from botocore.awsrequest import AWSPreparedRequest
+from botocore.credentials import Credentials, ReadOnlyCredentials
 from botocore.exceptions import BotoCoreError
 from botocore.httpsession import URLLib3Session
 from botocore.parsers import create_parser
@@ -65,7 +71,10 @@ class EbsBlockClient:
         self._client = client
         self._credentials = credentials
         self._endpoint = str(client.meta.endpoint_url).rstrip("/")
+        self._host = urlsplit(self._endpoint).netloc
+        self._base_path = urlsplit(self._endpoint).path
         self._region = str(client.meta.region_name)
+        self._signer: tuple[ReadOnlyCredentials, crt_auth.AwsCredentialsProvider] | None = None
         # botocore's endpoint passes a CA path and a (connect, read) pair the same way.
         session_args: dict[str, Any] = {
             "verify": verify,
@@ -114,21 +123,29 @@ class EbsBlockClient:
         }
         if Progress is not None:
             headers["x-amz-Progress"] = str(Progress)
-        if ChecksumAlgorithm == "SHA256":
-            headers["X-Amz-Content-SHA256"] = base64.b64decode(Checksum).hex()
+        # The body hash SigV4 needs is the block's SHA-256 the caller has (over HTTP and HTTPS
+        # alike); the signer adds it as X-Amz-Content-SHA256.
+        body_hash = (
+            base64.b64decode(Checksum).hex() if ChecksumAlgorithm == "SHA256" else None
+        )
+        path = f"{self._base_path}/snapshots/{SnapshotId}/blocks/{BlockIndex}"
         url = f"{self._endpoint}/snapshots/{SnapshotId}/blocks/{BlockIndex}"
         attempt = 0
         while True:
             attempt += 1
             # Signed per attempt, as botocore does: the signature carries the time.
-            request = AWSRequest(method="PUT", url=url, data=BlockData, headers=dict(headers))
-            credentials = self._credentials.get_frozen_credentials()
-            SigV4Auth(credentials, "ebs", self._region).add_auth(request)
+            signed = self._sign(path, headers, body_hash)
             response: Any = None
             parsed: dict[str, Any] | None = None
             raw: dict[str, Any] = {}
             try:
-                response = self._http.send(request.prepare())
+                # A plain dict: botocore's case-insensitive HeadersDict cost a tenth of a
+                # millisecond per call here; urllib3 takes any mapping (the stubs say
+                # HTTPHeaders).
+                prepared = AWSPreparedRequest(
+                    "PUT", url, signed, BlockData, stream_output=False  # type: ignore[arg-type]
+                )
+                response = self._http.send(prepared)
             except BotoCoreError as exc:  # connection, timeout, TLS: botocore maps them
                 caught: Exception | None = exc
             else:
@@ -156,6 +173,33 @@ class EbsBlockClient:
                 raise caught
             assert parsed is not None
             self._raise(raw, parsed)
+
+    def _provider(self) -> crt_auth.AwsCredentialsProvider:
+        """A CRT provider for the credentials botocore holds now: botocore refreshes them (STS,
+        instance profile, ...); a new provider is made only when they changed."""
+        frozen = self._credentials.get_frozen_credentials()
+        signer = self._signer
+        if signer is None or signer[0] != frozen:
+            provider = crt_auth.AwsCredentialsProvider.new_static(
+                frozen.access_key, frozen.secret_key, frozen.token
+            )
+            signer = self._signer = (frozen, provider)
+        return signer[1]
+
+    def _sign(self, path: str, headers: dict[str, str], body_hash: str | None) -> dict[str, str]:
+        """SigV4 headers for one PUT; the body hash is given, so the body is not read."""
+        request = crt_http.HttpRequest(
+            "PUT", path, crt_http.HttpHeaders([("Host", self._host), *headers.items()])
+        )
+        config = crt_auth.AwsSigningConfig(
+            region=self._region,
+            service="ebs",
+            credentials_provider=self._provider(),
+            signed_body_value=body_hash or "UNSIGNED-PAYLOAD",
+            signed_body_header_type=crt_auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
+        )
+        crt_auth.aws_sign_request(request, config).result()
+        return dict(request.headers)
 
     def _raise(self, raw: dict[str, Any], parsed: dict[str, Any]) -> NoReturn:
         """Raise what boto3 raises: the modeled exception class, modeled fields included."""
