@@ -259,6 +259,8 @@ class SourceServerWorkflow(LifecycleUpdates):
             record.reason = failure_text(err)
             st.last_error = f"{run_id}: {record.reason}"
             self._end_run(record, DRS.STALLED)
+        if record.outcome == "SUCCEEDED":
+            await self._apply_retention(run_id)
 
     def _end_run(self, record: RunRecord, drs: DRS | None = None) -> None:
         """Close the run's record. Called on each way out rather than in a `finally`, which
@@ -423,14 +425,36 @@ class SourceServerWorkflow(LifecycleUpdates):
         record.blocks_written = sum(d.blocks_written for d in shipped.disks)
         record.blocks_changed = sum(d.blocks_changed for d in shipped.disks)
         record.full_sync_disks = sum(1 for d in shipped.disks if d.full_sync)
-        if st.settings.retention_groups > 0:
+
+    async def _apply_retention(self, run_id: str) -> None:
+        """Delete the groups beyond the newest N once the run has ended: the new group is the
+        run's result and is usable now, so the run does not wait for housekeeping (it cost a
+        run with nothing changed half a second), and a retention that fails for good is a note
+        retried after the next run, not a failed run."""
+        st = self._state
+        if st.settings.retention_groups <= 0:
+            return
+        try:
             await workflow.execute_activity(
                 "snapship.apply_retention",
-                RetentionInput(sid, st.settings.retention_groups, self._protected_snapshots()),
+                RetentionInput(
+                    self._inp.source_server_id,
+                    st.settings.retention_groups,
+                    self._protected_snapshots(),
+                ),
                 result_type=RetentionResult,
                 **timeouts("snapship.apply_retention"),
                 retry_policy=VCENTER_RETRY,
             )
+        except ActivityError as err:
+            if self._interrupt_reason:
+                raise asyncio.CancelledError() from err  # paused or stopped meanwhile
+            st.notes = [
+                *st.notes[-9:],
+                f"{run_id}: old snapshot groups not deleted ({failure_text(err)}); "
+                "tried again after the next run",
+            ]
+            self._set()
 
     def _coordinator_id(self) -> str:
         return coordinator_id(self._inp.vcenter_uuid)
@@ -859,7 +883,8 @@ class SourceServerWorkflow(LifecycleUpdates):
 
     @workflow.update(name="run_now")
     def run_now(self, cmd: ReplicationCommand) -> CommandResult:
-        if self._run_task is None:
+        # A run that has ended but is still deleting old groups (retention) takes the wake-up.
+        if self._run_task is None or not self._current_run_id:
             self._wake = True
             return self._result("a run starts now")
         return self._result("a run is already in progress")

@@ -65,6 +65,7 @@ class FakeVm:
     ship_delay: float = 0.0
     move_during_next_runs: int = 0
     fail_ship_times: int = 0
+    fail_retention: bool = False
     discarded: list[str] = field(default_factory=list)
     plans: list[ShipInput] = field(default_factory=list)
     ineligible: bool = False
@@ -198,4 +199,6 @@ class FakeActivities:
     @activity.defn(name="snapship.apply_retention")
     async def apply_retention(self, inp: RetentionInput) -> RetentionResult:
         self.vm.calls.append(("retention", ""))
+        if self.vm.fail_retention:
+            raise ApplicationError("injected retention failure", non_retryable=True)
         return RetentionResult([])

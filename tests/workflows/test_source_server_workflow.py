@@ -250,6 +250,24 @@ async def test_failed_run_keeps_last_good_point(temporal_env: WorkflowEnvironmen
         assert all(p.parent_snapshot_id for p in vm.plans[-1].disks)
 
 
+async def test_retention_runs_after_the_run_and_its_failure_is_a_note(
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    vm = FakeVm(fail_retention=True)
+    async with running(temporal_env, vm) as (_, handle, _id):
+        await handle.execute_update(
+            SourceServerWorkflow.start_replication, StartReplicationRequest(interval_seconds=5)
+        )
+        st = await wait_for(handle, succeeded(2), timeout=40)
+        # The groups are the runs' results: a failed clean-up of old ones fails no run.
+        assert [r.outcome for r in st.runs[:2]] == ["SUCCEEDED", "SUCCEEDED"]
+        st = await wait_for(handle, lambda s: any("not deleted" in n for n in s.notes))
+        assert st.data_replication_state == "CONTINUOUS" and st.last_error == ""
+        assert any("injected retention failure" in n for n in st.notes)
+        names = [c[0] for c in vm.calls]
+        assert names.index("retention") > names.index("complete_group")
+
+
 async def test_continue_as_new_carries_state(temporal_env: WorkflowEnvironment) -> None:
     vm = FakeVm()
     async with running(temporal_env, vm, continue_as_new_after_runs=2) as (_, handle, _id):
