@@ -47,6 +47,12 @@ from workflows.source_server import SourceServerWorkflow
 
 log = logging.getLogger("snapship.worker")
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
+STICKY_TIMEOUT = timedelta(seconds=3)
+"""How long a workflow task waits on the sticky queue of the worker that has the workflow cached
+before any worker may take it. A SIGKILLed worker never says it is gone, so every workflow it
+had cached (each VM's, the permit coordinator's, and with it every VM's next permit) waited the
+SDK's default 10 s per task after a crash; a live worker polls its sticky queue far more often
+than every 3 s, and a miss costs only a history replay on another worker."""
 VCENTER_WATCH_S = 10.0
 
 
@@ -104,6 +110,7 @@ def build_workers(client: Client, config: ClientConfig, deps: WorkerDeps) -> lis
         activity_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity"),
         max_concurrent_activities=32,
         interceptors=[boundary],
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )

@@ -410,8 +410,10 @@ class ReplicationActivities:
             try:
                 while True:
                     done, _ = await asyncio.wait({future}, timeout=PROGRESS_EVERY_S)
-                    await refresh_share(activity.client(), inp, throttle)
+                    # Beat first: the share query and the progress signal may each wait a few
+                    # seconds on a busy server, and the heartbeat timeout must not count them.
                     activity.heartbeat(latest[0].to_dict())
+                    await refresh_share(activity.client(), inp, throttle)
                     if shipper_box:
                         await handle.signal(
                             "shipping_progress",

@@ -17,8 +17,10 @@ from typing import TypedDict
 
 CONTROL_HEARTBEAT = timedelta(seconds=10)
 """Control activities beat every 3 s from a helper thread: three chances per timeout."""
-SHIP_HEARTBEAT = timedelta(seconds=30)
-"""The ship coroutine beats every 3 s between progress signals; a little more slack."""
+SHIP_HEARTBEAT = timedelta(seconds=15)
+"""The ship coroutine beats every 3 s (before its share query and progress signal, which may
+each wait a few seconds) and with every checkpoint: five chances per timeout. A killed worker's
+ship is what a VM waits out longest after a crash, so this stays as short as that allows."""
 DISCOVERY_HEARTBEAT = timedelta(seconds=40)
 """Discovery beats every 10 s from its event loop while the inventory is read in a thread."""
 

@@ -27,8 +27,11 @@ class WorkerProcess:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     kills: list[float] = field(default_factory=list)
+    _starts_before: int = 0
+    _up: bool = False
 
     def start(self) -> None:
+        self._starts_before, self._up = self.starts(), False
         self.proc = spawn_worker(self.config, self.state_dir, self.log)
 
     def kill(self) -> float:
@@ -50,6 +53,28 @@ class WorkerProcess:
         """The Temporal worker identity of the running process (the SDK's pid@host)."""
         assert self.proc is not None
         return f"{self.proc.pid}@{socket.gethostname()}"
+
+    def starts(self) -> int:
+        """How many times a process of this worker logged that it runs (the log is appended)."""
+        if not self.log.exists():
+            return 0
+        return self.log.read_text(errors="replace").count("worker running")
+
+    def running(self) -> bool:
+        """Alive, and the current process logged that it runs (its pollers start right after
+        that line): a respawned worker is not counted on before it can take tasks."""
+        if not self.alive():
+            return False
+        if not self._up:
+            self._up = self.starts() > self._starts_before
+        return self._up
+
+    async def wait_running(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.running():
+            assert self.alive(), self.tail()
+            assert time.monotonic() < deadline, f"the worker did not start: {self.tail()}"
+            await asyncio.sleep(0.1)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
