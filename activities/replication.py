@@ -69,6 +69,12 @@ from snapship.vsphere.props import retrieve_object, retrieve_objects
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 3.0
+PROGRESS_SIGNAL_EVERY_S = 30.0
+"""Progress reaches the workflow (status query, console, Web UI) at the first tick, then this
+often. Each signal is four history events and a workflow task: every 3 s, a 13-hour initial sync
+alone wrote more than Temporal's 51,200-event history limit, and 50 VMs shipping cost the worker
+17 workflow activations a second. Heartbeats (the resume checkpoint) stay every tick: they write
+no history."""
 # A ship holds one thread of its pool at a time (two while it cleans up): room for several
 # vCenters at the largest cap.
 SHIP_THREADS_BOUND = 8 * MAX_SHIPPING_SLOTS
@@ -407,6 +413,7 @@ class ReplicationActivities:
         with shipping_slot(deps.metrics):
             # The copy runs in this activity's context: its spans nest under the activity's.
             future = loop.run_in_executor(self._ship_pool, contextvars.copy_context().run, run)
+            signalled_at: float | None = None
             try:
                 while True:
                     done, _ = await asyncio.wait({future}, timeout=PROGRESS_EVERY_S)
@@ -414,7 +421,10 @@ class ReplicationActivities:
                     # seconds on a busy server, and the heartbeat timeout must not count them.
                     activity.heartbeat(latest[0].to_dict())
                     await refresh_share(activity.client(), inp, throttle)
-                    if shipper_box:
+                    now = loop.time()
+                    due = signalled_at is None or now - signalled_at >= PROGRESS_SIGNAL_EVERY_S
+                    if shipper_box and due and not done:
+                        signalled_at = now
                         await handle.signal(
                             "shipping_progress",
                             ShippingProgress(inp.run_id, shipper_box[0].progress.snapshot()),

@@ -355,6 +355,21 @@ class SourceServerWorkflow(LifecycleUpdates):
                     permit_key=permit,
                 )
             )
+            # The ship's last progress signal may be up to half a minute old: its result is
+            # the final word on every disk.
+            done = {d.device_key: d for d in shipped.disks}
+            self._progress = [
+                replace(
+                    p,
+                    blocks_total=done[p.device_key].blocks_changed,
+                    blocks_done=done[p.device_key].blocks_changed,
+                    bytes_shipped=done[p.device_key].bytes_shipped,
+                    full_sync=done[p.device_key].full_sync,
+                )
+                if p.device_key in done
+                else p
+                for p in self._progress
+            ]
             moved: LocationCheckResult = await workflow.execute_activity(
                 "snapship.location_check",
                 LocationCheckInput(pre.vm_moref, pre.location, vcenter_id=self._inp.vcenter_uuid),
