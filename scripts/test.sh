@@ -9,4 +9,6 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy snapship workflows activities sandbox starter.py worker.py
 echo "== pytest"
-.venv/bin/pytest -q -p no:cacheprovider "$@"
+# Two processes (CI has 2 cores; much of an e2e test is waiting on the far end): each has its
+# own Temporal dev server and sandboxes; worksteal evens out the long e2e tests.
+.venv/bin/pytest -q -p no:cacheprovider -n "${SNAPSHIP_TEST_PROCESSES:-2}" --dist worksteal "$@"

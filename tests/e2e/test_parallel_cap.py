@@ -85,9 +85,15 @@ async def test_sixty_vms_never_more_than_fifty_ship(
         watcher = asyncio.create_task(watch())
         try:
             deadline = asyncio.get_running_loop().time() + 600
+            slow = True
             while await count("SnapshipLifeCycleState = 'READY_FOR_TEST'") < VMS:
                 assert asyncio.get_running_loop().time() < deadline, "VMs did not all replicate"
-                await asyncio.sleep(1)
+                if slow and probe.peak >= CAP and pending_seen:
+                    # The cap has bound and VMs were seen waiting for it: what is left to ship
+                    # (the VMs that waited) need not wait 15 s per block any more.
+                    sb.aws.admin.set_faults(latency_ms=0)
+                    slow = False
+                await asyncio.sleep(0.5 if slow else 1)
         finally:
             watcher.cancel()
         states = await asyncio.gather(*(h.query(SourceServerWorkflow.status) for h in handles))
