@@ -19,7 +19,7 @@ from typing import Any
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from sandbox.aws import ec2_launch
+from sandbox.aws import ec2_launch, moto_tags
 from sandbox.aws.admin import AdminApi
 from sandbox.aws.app import LocalAwsApp
 from sandbox.aws.clock import ScaledClock
@@ -51,6 +51,7 @@ class LocalAwsServer:
         self.faults = FaultInjector(settings_from_dict(FaultSettings(), settings or {}))
         self.clock = ScaledClock(self.faults.settings.clock_speed)
         ec2_launch.install()  # EC2's launch rules moto lacks (images from snapshots, tokens)
+        moto_tags.install()  # a resource's tags by lookup, not a scan of all tags
         self.mirror = Ec2Mirror()
         for region in prewarm_regions:  # moto builds a region's EC2 backend (~1 s) on first use
             self.mirror.backend(region)
