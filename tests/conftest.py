@@ -6,6 +6,7 @@ test ever downloads anything.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -44,3 +45,52 @@ async def temporal_env(temporal_bin: Path) -> AsyncIterator[WorkflowEnvironment]
         yield env
     finally:
         await env.shutdown()
+
+
+# -- Order for the two xdist processes -------------------------------------------------------
+#
+# scripts/test.sh runs `pytest -n 2 --dist worksteal`: each process first gets one half of the
+# collection, in order, and steals from the other's tail when its own runs out. A long test that
+# starts last makes the whole suite wait for it, so the long ones start each half, balanced by
+# what they took (seconds, serial run on the loaded 2-core machine; the order is all they set).
+# The two heaviest on CPU (the 60-VM cap and the chaos test) go in one half, one after the other.
+LONG_TESTS: dict[str, float] = {
+    "tests/e2e/test_chaos.py::test_chaos_kills_recover_without_commands": 240,
+    "tests/e2e/test_parallel_cap.py::test_sixty_vms_never_more_than_fifty_ship": 200,
+    "tests/e2e/test_kill_in_activity.py::": 147,
+    "tests/e2e/test_worker_fleet.py::test_three_workers": 100,
+    "tests/e2e/test_demo.py::": 60,
+    "tests/e2e/test_crash_restart.py::test_sigkill_mid_shipping": 63,
+    "tests/e2e/test_worker_fleet.py::test_host_cap": 60,
+    "tests/e2e/test_kill_after_complete.py::": 41,
+    "tests/e2e/test_lifecycle_crash.py::": 33,
+    "tests/e2e/test_extents.py::test_default_cap": 31,
+    "tests/e2e/test_pipeline.py::": 29,
+    "tests/e2e/test_lifecycle.py::test_test_ready": 29,
+    "tests/e2e/test_resync.py::test_changed_areas_filefault": 28,
+    "tests/e2e/test_moves.py::test_storage_vmotion": 27,
+}
+HEAVY = ("tests/e2e/test_chaos.py::", "tests/e2e/test_parallel_cap.py::")
+
+
+def _weight(item: pytest.Item) -> float:
+    for mark in item.iter_markers("skipif"):
+        if mark.args and mark.args[0] is True:
+            return 0.0  # skipped here: takes no time
+    return max((s for k, s in LONG_TESTS.items() if item.nodeid.startswith(k)), default=0.0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # one process: collection order
+    weight = {i.nodeid: _weight(i) for i in items}
+    long = sorted((i for i in items if weight[i.nodeid]), key=lambda i: -weight[i.nodeid])
+    rest = [i for i in items if not weight[i.nodeid]]
+    halves: tuple[list[pytest.Item], list[pytest.Item]] = ([], [])
+    load = [0.0, 0.0]
+    for item in long:
+        side = 0 if item.nodeid.startswith(HEAVY) else load.index(min(load))
+        halves[side].append(item)
+        load[side] += weight[item.nodeid]
+    cut = len(items) // 2 - len(halves[0])  # worksteal's first share is len(items) // 2
+    items[:] = [*halves[0], *rest[:cut], *halves[1], *rest[cut:]]

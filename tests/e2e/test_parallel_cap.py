@@ -58,8 +58,11 @@ async def test_sixty_vms_never_more_than_fifty_ship(
         sb.sim.admin.reset_snapshot_census()
         for vm in vms:
             sb.sim.admin.write(vm["name"], 0, length=4096, random_seed=len(vm["name"]))
-        # Each PutSnapshotBlock takes a while, so shipping overlaps and the cap has to bind.
-        sb.aws.admin.set_faults(latency_ms=15000, operations=["PutSnapshotBlock"])
+        # Each PutSnapshotBlock takes a while, so shipping overlaps and the cap has to bind: the
+        # first wave's blocks are held long enough for 50 VMs to reach shipping on a loaded
+        # machine (15 s was not), and under the client's 60 s read timeout. Once the cap has
+        # bound the latency goes (below), so the VMs that waited ship at once.
+        sb.aws.admin.set_faults(latency_ms=45000, operations=["PutSnapshotBlock"])
         gate = asyncio.Semaphore(10)
 
         async def start(name: str) -> Any:
@@ -90,7 +93,7 @@ async def test_sixty_vms_never_more_than_fifty_ship(
                 assert asyncio.get_running_loop().time() < deadline, "VMs did not all replicate"
                 if slow and probe.peak >= CAP and pending_seen:
                     # The cap has bound and VMs were seen waiting for it: what is left to ship
-                    # (the VMs that waited) need not wait 15 s per block any more.
+                    # (the VMs that waited) need not wait 45 s per block any more.
                     sb.aws.admin.set_faults(latency_ms=0)
                     slow = False
                 await asyncio.sleep(0.5 if slow else 1)
