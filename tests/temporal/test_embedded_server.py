@@ -55,6 +55,19 @@ class TimerWorkflow:
         )
 
 
+async def connect(address: str, timeout: float = 60.0) -> Client:
+    """Connect once the frontend is healthy. `start` returns when the gRPC port is open, and a
+    loaded machine can answer a connect in that moment with "Frontend is not healthy yet"."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await Client.connect(address)
+        except RuntimeError as err:
+            if "not healthy" not in str(err) or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.2)
+
+
 def settings(tmp_path: Path) -> DevServerSettings:
     return DevServerSettings(
         data_dir=tmp_path, port=free_port(), ui_port=free_port(), headless=False
@@ -65,7 +78,7 @@ async def test_workflow_survives_server_restart_mid_timer(tmp_path: Path) -> Non
     cfg = settings(tmp_path)
     start(cfg)
     try:
-        client = await Client.connect(cfg.address)
+        client = await connect(cfg.address)
         queue = f"q-{uuid.uuid4().hex[:8]}"
         wf_id = f"timer-{uuid.uuid4().hex[:8]}"
         async with Worker(client, task_queue=queue, workflows=[TimerWorkflow], activities=[stamp]):
@@ -84,7 +97,7 @@ async def test_workflow_survives_server_restart_mid_timer(tmp_path: Path) -> Non
         assert status(cfg) == "stopped"
 
         start(cfg)  # same SQLite file
-        client = await Client.connect(cfg.address)
+        client = await connect(cfg.address)
         async with Worker(client, task_queue=queue, workflows=[TimerWorkflow], activities=[stamp]):
             result = await client.get_workflow_handle(wf_id).result()
         assert result == "stamped:after-timer"
@@ -96,7 +109,7 @@ async def test_search_attributes_are_registered_with_types(tmp_path: Path) -> No
     cfg = settings(tmp_path)
     start(cfg)
     try:
-        client = await Client.connect(cfg.address)
+        client = await connect(cfg.address)
         from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
         resp = await client.operator_service.list_search_attributes(
