@@ -49,14 +49,15 @@ IN_FLIGHT = 4
 CHECKPOINT_BLOCKS = 4
 PUT_LATENCY_MS = 150
 HEARTBEAT_THROTTLE_S = 2
-RECOVERY_BOUND_S = 120.0
+RECOVERY_BOUND_S = 150.0
 """Kill -> the killed VM completed its next group, with no command from outside. No kill is
 aimed at a VM before it recovered, but a kill aimed at another VM may interrupt its retried
-step on the same worker. Measured 12-73 s (median ~25 s) on the shared 2-core machine under a
-load of 6-7: one heartbeat timeout plus the retry interval plus the rest of the run."""
+step on the same worker. Measured on the shared 2-core machine under a load of 5-10: median
+23-25 s (one heartbeat timeout plus the retry interval plus the rest of the run), max 43-91 s
+(a retried step interrupted again by a kill aimed at another VM)."""
 EVERY_VM_BOUND_S = 180.0
 """Kill -> every VM completed a newer group: this one also waits out the kills after it (each
-VM is interrupted again a few seconds later), measured up to 83 s."""
+VM is interrupted again a few seconds later), measured up to 91 s."""
 RETRY_SLACK_S = 30.0
 """A killed attempt is retried within its heartbeat timeout plus its retry interval; on top of
 that the server may hand the retry to a poll the dead worker left open, which costs one more
@@ -280,10 +281,12 @@ async def stop_all(sb: Sandbox) -> tuple[int, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ~5.5 min on the loaded shared machine; its own bounds fail sooner
 async def test_chaos_kills_recover_without_commands(
     tmp_path: Path, temporal_env: WorkflowEnvironment
 ) -> None:
     rng = random.Random(SEED)
+    t0 = time.time()
     vms = [{"name": n, "disks": [{"capacity_mib": DISK_MIB}], "cbt": True} for n in VMS]
     async with sandbox(
         tmp_path, temporal_env, vms, run_worker_inline=False, tune=tune
@@ -338,7 +341,9 @@ async def test_chaos_kills_recover_without_commands(
                     )
                 await asyncio.sleep(0.5)
             await asyncio.wait_for(asyncio.gather(*retries), RECOVERY_BOUND_S)
+            recovered_at = time.time()
             code, out = await stop_all(sb)
+            stopped_at = time.time()
         finally:
             stop.set()
             for t in [*background, *retries]:
@@ -368,6 +373,10 @@ async def test_chaos_kills_recover_without_commands(
         hit = sorted({k.target for k in kills})
         retried_after = [k.retried_after for k in kills if k.retried_after is not None]
         print(f"chaos: {len(kills)} kills at {hit}")
+        print(
+            f"time: first kill +{kills[0].at - t0:.0f}s, last kill +{kills[-1].at - t0:.0f}s, "
+            f"recovered +{recovered_at - t0:.0f}s, stop --all done +{stopped_at - t0:.0f}s"
+        )
         print(
             f"killed attempt retried on a live worker: max {max(retried_after):.1f}s, "
             f"median {statistics.median(retried_after):.1f}s"
