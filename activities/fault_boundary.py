@@ -8,11 +8,14 @@ goes to the worker log only.
 
 While Temporal will retry, the workflow is told (signal ``activity_retrying``, a
 ``ActivityRetry``) which attempt comes next, out of how many, why, and when: a run that stays in a
-state because an activity is retrying says so in the status query and the console.
+state because an activity is retrying says so in the status query and the console. An attempt
+that timed out (its worker was killed or hung) raised nothing anywhere, so the attempt after it
+tells the workflow instead, once it runs: it reads its own last failure from the server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -20,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
+from temporalio.api.enums.v1 import TimeoutType
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, FailureError
@@ -119,6 +123,27 @@ def retry_notice(
     )
 
 
+TIMEOUT_KINDS = {
+    TimeoutType.TIMEOUT_TYPE_HEARTBEAT: "heartbeat",
+    TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE: "start-to-close",
+    TimeoutType.TIMEOUT_TYPE_SCHEDULE_TO_START: "schedule-to-start",
+    TimeoutType.TIMEOUT_TYPE_SCHEDULE_TO_CLOSE: "schedule-to-close",
+}
+
+
+def timeout_notice(info: activity.Info, timeout_type: int) -> ActivityRetry:
+    """What the workflow is told by an attempt that runs because the one before timed out."""
+    kind = TIMEOUT_KINDS.get(TimeoutType.ValueType(timeout_type), "a")
+    policy = info.retry_policy
+    return ActivityRetry(
+        activity=info.activity_type,
+        next_attempt=info.attempt,
+        max_attempts=policy.maximum_attempts if policy else 0,
+        message=f"the worker running attempt {info.attempt - 1} stopped answering ({kind} timeout)",
+        next_try_at="",
+    )
+
+
 class FaultBoundary(Interceptor):
     """Worker interceptor: apply to every worker that runs snapship activities."""
 
@@ -133,9 +158,14 @@ class _Inbound(ActivityInboundInterceptor):
     def __init__(self, next: ActivityInboundInterceptor, client: Client | None) -> None:
         super().__init__(next)
         self._client = client
+        self._timed_out: asyncio.Task[None] | None = None  # one instance per attempt
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()
+        # Beside the body, not before it: the body (and its heartbeats) must not wait on the
+        # server; every later notice waits for this one, so the workflow sees them in order.
+        if info.attempt > 1:
+            self._timed_out = asyncio.create_task(self._after_timeout(info))
         try:
             result = await self.next.execute_activity(input)
         except FailureError as exc:
@@ -170,7 +200,33 @@ class _Inbound(ActivityInboundInterceptor):
         if notice is not None:
             await self._notify(info, notice)
 
+    async def _after_timeout(self, info: activity.Info) -> None:
+        """If the attempt before this one timed out, tell the workflow (nothing else did)."""
+        if self._client is None or info.workflow_type not in NOTIFIED_WORKFLOW_TYPES:
+            return
+        try:
+            handle = self._client.get_workflow_handle(
+                info.workflow_id or "", run_id=info.workflow_run_id
+            )
+            desc = await handle.describe(rpc_timeout=SIGNAL_TIMEOUT)
+        except Exception as exc:
+            log.info("could not read %s's last failure: %s", info.workflow_id, one_line(str(exc)))
+            return
+        for pending in desc.raw_description.pending_activities:
+            if pending.activity_id != info.activity_id:
+                continue
+            if pending.last_failure.HasField("timeout_failure_info"):
+                kind = pending.last_failure.timeout_failure_info.timeout_type
+                await self._send(info, timeout_notice(info, kind))
+            return
+
     async def _notify(self, info: activity.Info, notice: ActivityRetry) -> None:
+        if self._timed_out is not None:
+            task, self._timed_out = self._timed_out, None
+            await asyncio.gather(task, return_exceptions=True)
+        await self._send(info, notice)
+
+    async def _send(self, info: activity.Info, notice: ActivityRetry) -> None:
         if self._client is None or info.workflow_type not in NOTIFIED_WORKFLOW_TYPES:
             return
         try:

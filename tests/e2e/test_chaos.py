@@ -17,7 +17,7 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from snapship.config import ClientConfig
 from snapship.ebs.completion import TAG_COMPLETION, CompletionMark
 from snapship.ebs.groups import describe_group
 from snapship.messages import RunRecord, SourceServerStatus
-from tests.e2e.harness import ROOT, Sandbox, sandbox
+from tests.e2e.harness import ROOT, Sandbox, assert_for_people, sandbox
 from tests.e2e.kills import Pending, WorkerProcess, pending
 from workflows.activity_options import timeouts
 from workflows.source_server import (
@@ -103,6 +103,9 @@ class Groups:
 
     done: dict[str, dict[str, RunRecord]]
     last: dict[str, SourceServerStatus]
+    timed_out: dict[tuple[str, str, int], str] = field(default_factory=dict)
+    """(VM, activity, attempt) -> message of every retry seen that says its worker stopped
+    answering."""
 
     def finished_after(self, vm: str, t: float) -> float | None:
         times = [
@@ -121,6 +124,9 @@ async def watch(handles: dict[str, WorkflowHandle], groups: Groups, stop: asynci
             except Exception:
                 continue
             groups.last[vm] = st
+            if st.retry is not None and "stopped answering" in st.retry.message:
+                key = (vm, st.retry.activity, st.retry.next_attempt)
+                groups.timed_out[key] = st.retry.message
             for r in st.runs:
                 if r.outcome == "SUCCEEDED" and r.finished_at:
                     groups.done[vm].setdefault(r.run_id, r)
@@ -394,6 +400,18 @@ async def test_chaos_kills_recover_without_commands(
                     f"{kill.target} was retried {kill.retried_after:.1f}s after the kill, "
                     f"beyond its heartbeat timeout + retry interval ({kill.retry_bound():.1f}s)"
                 )
+        # A retry after a timeout (the killed worker) is shown like one after a failure.
+        seen = {
+            (k.vm, k.killed.activity, k.killed.attempt + 1)
+            for k in kills
+            if k.killed is not None
+        } & set(groups.timed_out)
+        print(
+            f"retry lines 'stopped answering' seen for {len(seen)} of {len(kills)} kills, "
+            f"e.g. {next(iter(groups.timed_out.values()), '-')!r}"
+        )
+        assert seen, f"no retry after a kill was shown in the status: {groups.timed_out}"
+        assert_for_people(list(groups.timed_out.values()))
         assert max(own) <= RECOVERY_BOUND_S
         assert max(recovery) <= EVERY_VM_BOUND_S
         assert len(kills) >= 20
