@@ -273,6 +273,8 @@ class AdminApi:
                 f.drop_connections = int(b.get("count", 1))
             elif name == "qcda-filefault":
                 f.qcda_filefault = int(b.get("count", 1))
+                key = b.get("device_key")
+                f.qcda_filefault_key = None if key is None else int(key)
             elif name == "missing-methods":
                 f.missing_methods = {str(m) for m in b.get("methods", [])}
             elif name == "clear":
@@ -281,6 +283,7 @@ class AdminApi:
                 f.delay_tasks.clear()
                 f.delay_calls.clear()
                 f.qcda_filefault = 0
+                f.qcda_filefault_key = None
                 f.drop_connections = 0
             else:
                 raise AdminError(404, f"no fault {name}")

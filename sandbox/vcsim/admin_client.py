@@ -146,8 +146,10 @@ class AdminClient:
     def drop_connections(self, count: int = 1) -> None:
         self._call("POST", "/faults/drop-connections", {"count": count})
 
-    def qcda_filefault(self, count: int = 1) -> None:
-        self._call("POST", "/faults/qcda-filefault", {"count": count})
+    def qcda_filefault(self, count: int = 1, device_key: int | None = None) -> None:
+        """The next `count` QueryChangedDiskAreas (of disk `device_key` only, if given) answer
+        FileFault, as vCenter does when the change-tracking file cannot be read."""
+        self._call("POST", "/faults/qcda-filefault", {"count": count, "device_key": device_key})
 
     def missing_methods(self, *methods: str) -> None:
         """Answer these SOAP methods with MethodNotFound (none: every method is back)."""

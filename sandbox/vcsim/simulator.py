@@ -146,6 +146,9 @@ class Faults:
     delay_tasks: dict[str, float] = field(default_factory=dict)
     delay_calls: dict[str, float] = field(default_factory=dict)  # SOAP method -> seconds
     qcda_filefault: int = 0
+    qcda_filefault_key: int | None = None
+    """Only that disk's QueryChangedDiskAreas fails (None: whichever comes first; a VM's disks
+    ship at once, so "first" is not one disk)."""
     drop_connections: int = 0
     missing_methods: set[str] = field(default_factory=set)
     """Methods answered with MethodNotFound, like a vCenter that lacks them (e.g. QCDA)."""
@@ -583,7 +586,8 @@ class Simulator:
     def query_changed_areas(self, vm: VM, snap: Snapshot | None, key: int, start: int,
                             change_id: str) -> Any:
         with self.inv.lock:
-            if self.faults.qcda_filefault > 0:
+            wanted = self.faults.qcda_filefault_key
+            if self.faults.qcda_filefault > 0 and wanted in (None, key):
                 self.faults.qcda_filefault -= 1
                 ds = vm.datastore.name if vm.datastore else ""
                 raise vim.fault.FileFault(msg="Error accessing the change tracking file "

@@ -175,7 +175,14 @@ class VixDiskLib:
             lib_dir = lib_dir.parent
         self.last_warning = ""
         self._log_funcs = (LogFunc(self._on_log), LogFunc(self._on_warn), LogFunc(self._on_panic))
-        self._libc = ctypes.CDLL(None)
+        # Looked up now, not in the first log callback: a dlsym there frees the message of the
+        # dlerror() a warning may be carrying in its va_list (the stub's "cannot load" warning
+        # then read as garbage).
+        self._vsnprintf = ctypes.CDLL(None).vsnprintf
+        self._vsnprintf.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p
+        ]
+        self._vsnprintf.restype = ctypes.c_int
         code = self._lib.VixDiskLib_InitEx(
             7,
             0,
@@ -246,8 +253,7 @@ class VixDiskLib:
             return ""
         buf = ctypes.create_string_buffer(2048)
         try:
-            self._libc.vsnprintf(buf, ctypes.c_size_t(len(buf)), ctypes.c_char_p(fmt),
-                                 ctypes.c_void_p(args))
+            self._vsnprintf(buf, len(buf), fmt, args)
             return buf.value.decode(errors="replace").rstrip()
         except Exception:  # pragma: no cover - formatting must never break a VDDK call
             return fmt.decode(errors="replace").rstrip()
