@@ -105,7 +105,7 @@ async def bench(vms: int, disk_mib: int, work: Path) -> dict[str, Any]:
                             continue
                         if done(st):
                             finals[i] = st
-                        elif st.data_replication_state == "SHIPPING_SNAPSHOT":
+                        elif st.data_replication_state in ("INITIAL_SYNC", "SHIPPING_SNAPSHOT"):
                             shipping += 1
                     most_at_once = max(most_at_once, shipping)
                     if time.perf_counter() - start > 3600:
