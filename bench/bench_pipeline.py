@@ -37,7 +37,7 @@ from bench.proctree import tree, tree_cpu_seconds  # noqa: E402
 from snapship.blocks import EBS_BLOCK_SIZE  # noqa: E402
 from snapship.messages import ReplicationCommand  # noqa: E402
 from snapship.search_attributes import dev_server_flags  # noqa: E402
-from tests.e2e.harness import runs_ok, sandbox, spawn_worker  # noqa: E402
+from tests.e2e.harness import runs_ok, sandbox, spawn_worker, wait_status  # noqa: E402
 from workflows.source_server import SourceServerWorkflow  # noqa: E402
 
 MIB = 1024 * 1024
@@ -75,14 +75,7 @@ async def timed_run(handle: Any, n: int) -> tuple[float, Any]:
         await handle.execute_update(SourceServerWorkflow.run_now, ReplicationCommand())
     # Polled once a second, not the tests' 0.3 s: each status query costs the worker CPU
     # (measured on its own below), and the figure is the shipping's, not the polling's.
-    deadline = time.monotonic() + 3600
-    while True:
-        st = await handle.query(SourceServerWorkflow.status)
-        if runs_ok(n)(st):
-            break
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"run {n} did not finish")
-        await asyncio.sleep(1.0)
+    st = await wait_status(handle, runs_ok(n), timeout=3600, every=1.0)
     run = [r for r in st.runs if r.outcome == "SUCCEEDED"][-1]
     return run_seconds(run), run
 

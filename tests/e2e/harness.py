@@ -222,9 +222,11 @@ async def wait_status(
     handle: WorkflowHandle,
     pred: Callable[[SourceServerStatus], bool],
     timeout: float = 120,
+    every: float = 0.3,
 ) -> SourceServerStatus:
-    """Poll the status query until `pred` holds. Every status seen on the way is checked for
-    texts a person could not read (so each e2e test checks its own faults' outputs)."""
+    """Poll the status query every `every` seconds until `pred` holds. Every status seen on the
+    way is checked for texts a person could not read (so each e2e test checks its own faults'
+    outputs)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -234,7 +236,7 @@ async def wait_status(
             return st
         if loop.time() > deadline:
             raise AssertionError(f"timed out; last status {st}")
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(every)
 
 
 def runs_ok(n: int) -> Callable[[SourceServerStatus], bool]:
