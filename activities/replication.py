@@ -210,13 +210,13 @@ class ReplicationActivities:
     def create_snapshot(self, inp: CreateSnapshotInput) -> SnapshotInfo:
         with log_context(source_server=inp.source_server_id, run_id=inp.run_id):
             with self.deps.vcenter(inp.vcenter_id) as session:
-                # A retry of this activity may find the snapshot an earlier attempt created,
-                # or that attempt's create task still running in vCenter: wait, then remove it.
+                # Nothing of ours may exist when the run's snapshot is made: a retry of this
+                # activity may find the one an earlier attempt created (or its create task still
+                # running: wait for it), and a killed ensure_cbt may have left its CBT stun, which
+                # its retry, finding CBT tracking, has no reason to look for.
                 vsnap.wait_for_snapshot_tasks(session, inp.vm_moref, CREATE_WAIT_S)
-                name = vsnap.snapshot_name(inp.source_server_id, inp.run_id)
-                for ref in vsnap.list_snapshots(session, inp.vm_moref):
-                    if ref.name == name:
-                        vsnap.remove_snapshot(session, ref.moref)
+                for ref in vsnap.find_own_snapshots(session, inp.vm_moref, inp.source_server_id):
+                    vsnap.remove_snapshot(session, ref.moref)
                 busy = vsnap.snapshot_activity(session, inp.vm_moref)
                 if busy:
                     raise SnapshotRemovalInProgress(inp.vm_moref, busy)

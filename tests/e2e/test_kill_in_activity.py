@@ -7,6 +7,7 @@ answer) so the kill lands inside it; the server's pending-activity view says whe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -109,3 +110,33 @@ async def test_kill_inside_each_activity_is_retried_within_its_heartbeat_timeout
         assert set(recovery) == {name for name, _s, _f in plan}
         assert sb.verify_group("kill-01", st, st.runs[-1]) == 1
         assert sb.sim.admin.vm("kill-01")["snapshots"] == []
+
+
+async def test_kill_during_the_cbt_activation_stun_leaves_no_snapshot(
+    tmp_path: Path, temporal_env: WorkflowEnvironment
+) -> None:
+    """The stun snapshot that makes CBT track is made and removed inside ensure_cbt. Killed
+    between the two, the vCenter task still finishes the snapshot and CBT is then tracking, so
+    the retry has no stun to take and nothing to remove: the run must still leave no snapshot
+    (a CI run of the worker fleet test found one left behind after every VM had succeeded)."""
+    vm = {"name": "stun-01", "disks": [{"capacity_mib": 4}]}
+    async with sandbox(tmp_path, temporal_env, [vm], run_worker_inline=False) as sb:
+        sb.sim.admin.write("stun-01", 0, length=4 * MIB, random_seed=12)
+        worker = WorkerProcess(sb.config, sb.sim.state_dir, tmp_path / "worker.log")
+        worker.start()
+        try:
+            sb.sim.admin.delay_tasks("CreateSnapshot", 4)
+            handle = await sb.start("stun-01")
+            running = await wait_started(handle, "snapship.ensure_cbt", worker)
+            while not sb.sim.admin.vm("stun-01")["cbt"]:
+                await asyncio.sleep(0.05)  # CBT is configured: the stun's create comes next
+            await asyncio.sleep(1.0)  # inside the stun's (4 s) CreateSnapshot task
+            worker.restart_after_kill()
+            sb.sim.admin.delay_tasks("CreateSnapshot", 0)
+            await wait_retried(handle, running, timeout=120)
+            st = await wait_status(handle, runs_ok(1), timeout=180)
+        finally:
+            worker.stop()
+        assert sb.sim.admin.vm("stun-01")["snapshots"] == []
+        assert sb.sim.admin.snapshot_census()["vms_now"] == 0
+        assert sb.verify_group("stun-01", st, st.runs[-1]) == 1
