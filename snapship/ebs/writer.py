@@ -202,11 +202,18 @@ class EbsSnapshotWriter:
         def retryable(exc: BaseException) -> bool:
             return is_transient(exc) or is_not_found(exc)
 
+        transient_failures = 0
+
         def stop(state: RetryCallState) -> bool:
+            # The two budgets are apart: "does not exist" right after StartSnapshot is retried
+            # for a time, and those attempts must not use up the attempts a throttle or a 5xx
+            # gets afterwards (a CI run lost a block so: ten not-founds, then one throttle).
+            nonlocal transient_failures
             exc = state.outcome.exception() if state.outcome else None
             if exc is not None and is_not_found(exc):
                 return not_found_until is None or time.monotonic() >= not_found_until
-            return state.attempt_number >= attempts
+            transient_failures += 1
+            return transient_failures >= attempts
 
         def count_retry(state: RetryCallState) -> None:
             with self._lock:

@@ -279,6 +279,31 @@ def test_not_found_right_after_start_is_retried_within_the_window() -> None:
     assert len(ebs.blocks) == 5
 
 
+def test_not_found_retries_do_not_use_up_the_throttling_attempts() -> None:
+    """Block 0 meets "does not exist" five times (within the window), then two throttles: with
+    three attempts for transient faults, it still lands (the not-founds are the window's)."""
+    seen = {"n": 0}
+
+    def fault(op: str, kwargs: dict[str, Any]) -> Exception | None:
+        if op != "PutSnapshotBlock" or kwargs["BlockIndex"] != 0:
+            return None
+        seen["n"] += 1
+        if seen["n"] <= 5:
+            return client_error("ResourceNotFoundException", 404, "SNAPSHOT_NOT_FOUND")
+        if seen["n"] <= 7:
+            return client_error("RequestThrottledException", 400, "ACCOUNT_THROTTLED")
+        return None
+
+    ebs = FakeEbs(fault=fault)
+    writer = EbsSnapshotWriter(
+        ebs, settings=fast_settings(call_attempts=3, not_found_window_s=5)
+    )
+    up = writer.start(1, None, "tok")
+    writer.put_blocks(up, iter(make_blocks(2, zero_every=100)))
+    assert seen["n"] == 8
+    assert 0 in ebs.blocks
+
+
 def test_not_found_beyond_the_window_fails_clearly() -> None:
     def fault(op: str, kwargs: dict[str, Any]) -> Exception | None:
         if op == "PutSnapshotBlock":
