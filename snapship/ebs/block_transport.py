@@ -14,8 +14,10 @@ What is kept from botocore and the AWS CRT, so boto3 users see what they expect:
   once awscrt is installed) with the session's credentials, read through botocore's credential
   chain on every call (refreshing ones included); the body hash is the block's SHA-256 the caller
   already has, sent as `X-Amz-Content-SHA256` (valid SigV4 over HTTP and HTTPS alike);
-- transport: `URLLib3Session` with the client's endpoint (`--endpoint`), proxy, TLS
-  verification and connect/read timeouts, so connection errors are botocore's exceptions;
+- transport: libcurl through pycurl (`curl_http`, which says why), with the client's endpoint
+  (`--endpoint`), proxy, TLS verification and timeouts, raising botocore's own connection
+  exceptions; per call, on one machine, 0.32-0.37 ms against 0.78-0.91 ms through botocore's
+  `URLLib3Session` (http.client parsing the answer with the `email` package);
 - errors: the service model's rest-json parser and the client's modeled exception classes, so a
   failure is the same `ClientError` (code, message, `Reason`, HTTP status) a boto3 call raises;
 - metrics and spans through `observe_ebs_call`, as for every other AWS call.
@@ -34,10 +36,8 @@ from urllib.parse import urlsplit
 import botocore
 from awscrt import auth as crt_auth
 from awscrt import http as crt_http
-from botocore.awsrequest import AWSPreparedRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials
 from botocore.exceptions import BotoCoreError
-from botocore.httpsession import URLLib3Session
 from botocore.parsers import create_parser
 from botocore.retries.standard import (
     ExponentialBackoff,
@@ -48,6 +48,7 @@ from botocore.retries.standard import (
 )
 
 from snapship import __version__
+from snapship.ebs.curl_http import CurlHttp
 from snapship.telemetry.metrics import observe_ebs_call
 
 OPERATION = "PutSnapshotBlock"
@@ -75,14 +76,13 @@ class EbsBlockClient:
         self._base_path = urlsplit(self._endpoint).path
         self._region = str(client.meta.region_name)
         self._signer: tuple[ReadOnlyCredentials, crt_auth.AwsCredentialsProvider] | None = None
-        # botocore's endpoint passes a CA path and a (connect, read) pair the same way.
-        session_args: dict[str, Any] = {
-            "verify": verify,
-            "proxies": proxies,
-            "timeout": (connect_timeout_s, read_timeout_s),
-            "max_pool_connections": max_pool_connections,
-        }
-        self._http = URLLib3Session(**session_args)
+        self._http = CurlHttp(
+            verify=verify,
+            proxies=proxies,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            max_pool_connections=max_pool_connections,
+        )
         service_model = client.meta.service_model
         self._service_model = service_model
         self._operation_model = service_model.operation_model(OPERATION)
@@ -139,13 +139,7 @@ class EbsBlockClient:
             parsed: dict[str, Any] | None = None
             raw: dict[str, Any] = {}
             try:
-                # A plain dict: botocore's case-insensitive HeadersDict cost a tenth of a
-                # millisecond per call here; urllib3 takes any mapping (the stubs say
-                # HTTPHeaders).
-                prepared = AWSPreparedRequest(
-                    "PUT", url, signed, BlockData, stream_output=False  # type: ignore[arg-type]
-                )
-                response = self._http.send(prepared)
+                response = self._http.send("PUT", url, signed, BlockData)
             except BotoCoreError as exc:  # connection, timeout, TLS: botocore maps them
                 caught: Exception | None = exc
             else:
