@@ -73,8 +73,8 @@ class StubRegistry:
                 pass
 
     def set_faults(self, **faults: int) -> None:
-        """Replace the fault settings (read_error_every, read_latency_us, connect_error); none
-        clears them."""
+        """Replace the fault settings (read_error_every, read_latency_us, read_mib_per_s,
+        read_stall, connect_error); none clears them."""
         for key in faults:
             if not re.match(r"^[a-z_]+$", key):
                 raise ValueError(f"bad fault name {key!r}")

@@ -20,7 +20,10 @@
  *
  * Faults (vddk/faults, re-read at Open): read_error_every=N fails every Nth read with 14011;
  * read_latency_us=N delays each read; read_stall=1 stalls every read until the config file's
- * vixDiskLib.nfc.ReadTimeoutMs has passed (then 14011), or forever without that timeout.
+ * vixDiskLib.nfc.ReadTimeoutMs has passed (then 14011), or forever without that timeout;
+ * read_mib_per_s=N caps a handle's reads at N MiB/s, one after another, as a real NBD
+ * connection carries them (peers measured 75-150 MB/s per disk): queued ReadAsync calls overlap
+ * their latency but not their transfer.
  */
 #define _GNU_SOURCE
 #include "vixDiskLib.h"
@@ -78,6 +81,8 @@ struct stub_handle {
    long read_error_every;
    long read_latency_us;
    long read_stall;
+   long read_mib_per_s;             /* the connection's transfer rate (0: unlimited) */
+   long long wire_free_ns;          /* CLOCK_MONOTONIC when this handle's last read has crossed */
    int has_owner;                   /* every read call on a handle comes from one thread */
    pthread_t owner;
    /* ReadAsync: a queue served by one stub thread, which runs the completion callbacks */
@@ -294,6 +299,7 @@ static void load_faults(struct stub_handle *h, const char *state)
    h->read_error_every = 0;
    h->read_latency_us = 0;
    h->read_stall = 0;
+   h->read_mib_per_s = 0;
    snprintf(path, sizeof path, "%s/vddk/faults", state);
    if (read_file(path, &text, NULL) < 0)
       return;
@@ -310,6 +316,8 @@ static void load_faults(struct stub_handle *h, const char *state)
          h->read_latency_us = v;
       else if (!strcmp(line, "read_stall"))
          h->read_stall = v;
+      else if (!strcmp(line, "read_mib_per_s"))
+         h->read_mib_per_s = v;
    }
    free(text);
 }
@@ -1006,6 +1014,26 @@ static VixError check_owner(struct stub_handle *h, const char *call)
    return VIX_OK;
 }
 
+/* When a read of `sectors` submitted now has arrived: after the reads before it on this handle
+ * have crossed the wire (read_mib_per_s), plus the read latency. Only the handle's owner thread
+ * calls this, so the wire clock needs no lock. */
+static struct timespec read_due(struct stub_handle *h, VixDiskLibSectorType sectors)
+{
+   struct timespec now;
+   clock_gettime(CLOCK_MONOTONIC, &now);
+   long long at = (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+   if (h->read_mib_per_s > 0) {
+      long long bytes = (long long)sectors * VIXDISKLIB_SECTOR_SIZE;
+      if (h->wire_free_ns > at)
+         at = h->wire_free_ns;
+      at += bytes * 1000000000LL / (h->read_mib_per_s * 1048576LL);
+      h->wire_free_ns = at;
+   }
+   at += (long long)h->read_latency_us * 1000LL;
+   struct timespec due = {(time_t)(at / 1000000000LL), (long)(at % 1000000000LL)};
+   return due;
+}
+
 VixError VixDiskLib_Read(VixDiskLibHandle diskHandle, VixDiskLibSectorType startSector,
                          VixDiskLibSectorType numSectors, uint8_t *readBuffer)
 {
@@ -1014,8 +1042,11 @@ VixError VixDiskLib_Read(VixDiskLibHandle diskHandle, VixDiskLibSectorType start
       return err;
    if ((err = check_owner(diskHandle, "Read")) == VIX_OK) {
       struct stub_handle *h = diskHandle;
-      if (h->read_latency_us > 0)
-         usleep((useconds_t)h->read_latency_us);
+      if (h->read_latency_us > 0 || h->read_mib_per_s > 0) {
+         struct timespec due = read_due(h, numSectors);
+         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL) == EINTR)
+            ;
+      }
       err = impl_Read(diskHandle, startSector, numSectors, readBuffer);
    }
    return stub_err(err);
@@ -1048,10 +1079,7 @@ VixError VixDiskLib_ReadAsync(VixDiskLibHandle diskHandle, VixDiskLibSectorType 
    op->buf = readBuffer;
    op->cb = callback;
    op->cb_data = cbData;
-   clock_gettime(CLOCK_MONOTONIC, &op->due);
-   long long ns = op->due.tv_nsec + (long long)h->read_latency_us * 1000;
-   op->due.tv_sec += (time_t)(ns / 1000000000);
-   op->due.tv_nsec = (long)(ns % 1000000000);
+   op->due = read_due(h, numSectors);
    pthread_mutex_lock(&h->aio_lock);
    if (h->aio_tail)
       h->aio_tail->next = op;

@@ -254,6 +254,36 @@ def test_async_reads_overlap_their_latency(env: Env) -> None:
     assert elapsed < 0.9, elapsed
 
 
+def test_a_handle_reads_no_faster_than_its_connection_rate(env: Env) -> None:
+    """read_mib_per_s holds per connection, as on an NBD connection: queued reads of one handle
+    share it (they overlap their latency, not their transfer), and so do two readers at once."""
+    disk = env.store.create_disk("ds1", "vm-1", "vm-1", 16 * MIB)
+    disk.write(0, pattern(0, 16 * MIB, 6))
+    point = env.publish(disk)
+    env.registry.set_faults(read_mib_per_s=32)
+    took: list[float] = []
+
+    def read_all() -> None:
+        with env.reader(point) as r:
+            start = time.monotonic()
+            assert len(list(r.blocks(range(32)))) == 32  # 16 MiB, four 2 MiB reads queued
+            took.append(time.monotonic() - start)
+
+    read_all()
+    assert took[0] >= 0.45, took  # 16 MiB at 32 MiB/s: half a second, however many queued
+    threads = [threading.Thread(target=read_all) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(took) == 3 and min(took[1:]) >= 0.45, took
+    env.registry.set_faults()
+    with env.reader(point) as r:
+        start = time.monotonic()
+        list(r.blocks(range(32)))
+        assert time.monotonic() - start < 0.45  # unlimited again at the next open
+
+
 def test_snapshot_is_frozen_while_guest_writes(env: Env) -> None:
     cap = 24 * MIB
     disk = env.store.create_disk("ds1", "vm-1", "vm-1", cap, cbt_enabled=True)
