@@ -34,6 +34,7 @@ from botocore.exceptions import (
     SSLError,
 )
 from botocore.httpsession import get_cert_path, mask_proxy_url
+from botocore.utils import get_environ_proxies
 
 _CONNECT_FAILED = {pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_CONNECT}
 _PROXY_FAILED = {pycurl.E_COULDNT_RESOLVE_PROXY}
@@ -69,7 +70,8 @@ class CurlHttp:
         max_pool_connections: int = 64,
     ) -> None:
         self._verify = verify
-        self._proxies = dict(proxies or {})
+        # None, as for a boto3 client: the environment's proxies (HTTPS_PROXY, NO_PROXY, ...).
+        self._proxies = dict(proxies) if proxies is not None else None
         self._connect_timeout_ms = max(1, int(connect_timeout_s * 1000))
         # The whole exchange is bounded: connected, a 512 KiB call not answered within the read
         # timeout fails as a read timeout (libcurl's low-speed limit, the closer match to a
@@ -129,9 +131,8 @@ class CurlHttp:
         handle.setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_timeout_ms)
         handle.setopt(pycurl.TIMEOUT_MS, self._timeout_ms)
         handle.setopt(pycurl.TCP_KEEPALIVE, 1)
-        scheme = url.split(":", 1)[0].lower()
-        proxy = self._proxies.get(scheme)
-        handle.setopt(pycurl.PROXY, proxy or "")  # "" also ignores *_proxy in the environment
+        # "" when there is none: libcurl must not read *_proxy itself (botocore's rules decide).
+        handle.setopt(pycurl.PROXY, self._proxy_for(url))
         if self._verify is False:
             handle.setopt(pycurl.SSL_VERIFYPEER, 0)
             handle.setopt(pycurl.SSL_VERIFYHOST, 0)
@@ -160,7 +161,12 @@ class CurlHttp:
         return HTTPClientError(error=f"{text} (libcurl error {code})")
 
     def _proxy_for(self, url: str) -> str:
-        return self._proxies.get(url.split(":", 1)[0].lower(), "")
+        """The proxy botocore would use for `url` ("" for none), written as botocore writes it."""
+        proxies = self._proxies if self._proxies is not None else get_environ_proxies(url)
+        proxy = str(proxies.get(url.split(":", 1)[0].lower()) or "")
+        if not proxy or proxy.startswith(("http:", "https:")):
+            return proxy
+        return "http:" + proxy if proxy.startswith("//") else "http://" + proxy
 
 
 def _headers(lines: list[bytes]) -> HeadersDict:

@@ -116,6 +116,19 @@ def test_the_configured_proxy_carries_the_request(plain: str) -> None:
     assert answer.headers["x-target"] == target
 
 
+def test_without_a_configured_proxy_the_environments_is_used_as_boto3_does(
+    plain: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = "http://ebs.us-east-1.amazonaws.invalid/snapshots/s/blocks/2"
+    monkeypatch.setenv("HTTP_PROXY", plain)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert CurlHttp().send("PUT", target, {}, BODY).headers["x-target"] == target
+    monkeypatch.setenv("NO_PROXY", "amazonaws.invalid")
+    with pytest.raises(EndpointConnectionError):  # straight to a name that does not resolve
+        CurlHttp(connect_timeout_s=2).send("PUT", target, {}, BODY)
+
+
 def test_an_unreachable_proxy_is_botocores_proxy_error_without_its_password() -> None:
     secret = os.urandom(8).hex()
     http = CurlHttp(proxies={"http": f"http://squid:{secret}@127.0.0.1:9"}, connect_timeout_s=2)
