@@ -438,7 +438,12 @@ class ReplicationActivities:
                 except BaseException:
                     pass
                 started = shipper_box[0].started_snapshot_ids if shipper_box else []
-                if started:
+                # Only a cancel the workflow asked for ends the run's snapshots. A heartbeat
+                # timeout (a worker too busy to beat) or a worker shutdown is followed by a
+                # retry that resumes from the last heartbeat, which names them: deleted, the
+                # retry found finished disks gone (a 50-VM run waited an hour on one).
+                details = activity.cancellation_details()
+                if started and details is not None and details.cancel_requested:
                     await loop.run_in_executor(
                         self._ship_pool, lambda: delete_snapshots(aws.ec2, started)
                     )

@@ -525,6 +525,7 @@ class EbsSnapshotWriter:
         deadline = time.monotonic() + timeout_s
         state = ""
         pause = min(self.settings.wait_poll_first_s, self.settings.wait_poll_s)
+        missing_since: float | None = None
         while True:
             try:
                 resp = self._call(
@@ -538,6 +539,19 @@ class EbsSnapshotWriter:
                 if exc.code != "InvalidSnapshot.NotFound":
                     raise
                 state, message = "", ""
+            if state:
+                missing_since = None
+            else:
+                # EC2 may not show a new snapshot yet; one missing for longer was deleted, and
+                # waiting the whole timeout for it (an hour) helps nobody.
+                now = time.monotonic()
+                missing_since = missing_since if missing_since is not None else now
+                if now - missing_since >= self.settings.not_found_window_s:
+                    raise EbsCallError(
+                        "DescribeSnapshots",
+                        "InvalidSnapshot.NotFound",
+                        f"snapshot {snapshot_id} no longer exists (deleted)",
+                    )
             if state == "completed":
                 return state
             if state == "error":

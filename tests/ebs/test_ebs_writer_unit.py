@@ -457,3 +457,32 @@ def test_waiting_for_completed_polls_soon_then_backs_off() -> None:
     )
     writer.wait_completed("snap-x", timeout_s=3600)
     assert max(cancel.pauses) == cancel.pauses[-1] == 2.0
+
+
+class _GoneEc2:
+    """EC2 that does not know the snapshot (it was deleted), or knows it only after `late`."""
+
+    def __init__(self, late: int | None = None) -> None:
+        self.calls = 0
+        self.late = late
+
+    def describe_snapshots(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls += 1
+        if self.late is not None and self.calls > self.late:
+            return {"Snapshots": [{"SnapshotId": kwargs["SnapshotIds"][0], "State": "completed"}]}
+        raise client_error("InvalidSnapshot.NotFound", 400)
+
+
+def test_a_snapshot_missing_past_the_not_found_window_fails_clearly() -> None:
+    """Not an hour's wait: a 50-VM run sat in complete_group for a snapshot deleted under it."""
+    settings = WriterSettings(wait_poll_first_s=0.01, wait_poll_s=0.02, not_found_window_s=0.2)
+    writer = EbsSnapshotWriter(FakeEbs(), _GoneEc2(), settings)
+    started = time.monotonic()
+    with pytest.raises(EbsCallError) as err:
+        writer.wait_completed("snap-gone", timeout_s=3600)
+    assert time.monotonic() - started < 2
+    assert err.value.code == "InvalidSnapshot.NotFound" and not err.value.retryable
+    assert "snap-gone no longer exists" in str(err.value)
+    # One that EC2 shows late (eventual consistency) is still waited for.
+    late = _GoneEc2(late=3)
+    assert EbsSnapshotWriter(FakeEbs(), late, settings).wait_completed("snap-late") == "completed"
