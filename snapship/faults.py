@@ -200,13 +200,34 @@ PERMANENT_AWS_CODES = frozenset(
 """AWS answers a retry cannot change. Throttling, 5xx, connection trouble and other 4xx (expired
 credentials are refreshed, a fresh snapshot may not be visible yet) stay transient."""
 
+ACCESS_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "AuthFailure",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "OptInRequired",
+        "KMSKeyNotAccessibleFault",
+        "KMS.DisabledException",
+        "KMS.NotFoundException",
+    }
+)
+"""The permanent answers an IAM policy, credentials or the Region explain: only these get that
+hint (a refused write into a sealed snapshot was told to check the IAM policy)."""
+
+
+def _hint(code: str, permanent: bool) -> str:
+    return "; check the IAM policy and the Region" if permanent and code in ACCESS_CODES else ""
+
 
 def _aws_client_error(exc: ClientError) -> Fault:
     code = error_code(exc)
     message = one_line(str(exc.response.get("Error", {}).get("Message", "") or ""))
     operation = str(getattr(exc, "operation_name", "") or "AWS call")
     permanent = code in PERMANENT_AWS_CODES and not is_transient(exc)
-    hint = "; check the IAM policy and the Region" if permanent else ""
+    hint = _hint(code, permanent)
     status = http_status(exc)
     what = f"{operation} failed: {code or status or 'error'}"
     return Fault(one_line(f"{what}: {message}{hint}" if message else what + hint), permanent,
@@ -215,7 +236,7 @@ def _aws_client_error(exc: ClientError) -> Fault:
 
 def _ebs_call(exc: EbsCallError) -> Fault:
     permanent = not exc.retryable and exc.code in PERMANENT_AWS_CODES
-    hint = "; check the IAM policy and the Region" if permanent else ""
+    hint = _hint(exc.code, permanent)
     return Fault(one_line(str(exc) + hint), permanent, f"Aws{exc.code.replace('.', '') or 'Error'}")
 
 

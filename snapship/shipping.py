@@ -19,11 +19,12 @@ from typing import Any
 
 from snapship.blocks import extents_to_blocks, volume_size_gib
 from snapship.ebs.client import EbsCallError
-from snapship.ebs.completion import mark_completion, snapshot_state
+from snapship.ebs.completion import CompletionMark, mark_completion, snapshot_state
 from snapship.ebs.groups import SnapshotTags
 from snapship.ebs.writer import (
     Checkpoint,
     EbsSnapshotWriter,
+    SnapshotUpload,
     UploadCancelled,
     WriterSettings,
     client_token,
@@ -259,6 +260,50 @@ class Shipper:
         )
         return extents_to_blocks(extents, plan.capacity_bytes)
 
+    def _sealed_mark(self, snapshot_id: str) -> CompletionMark | None:
+        try:
+            return snapshot_state(self.ec2, snapshot_id).mark
+        except EbsCallError:
+            return None
+
+    def _finish_sealed(
+        self,
+        plan: DiskShipPlan,
+        upload: SnapshotUpload,
+        writer: EbsSnapshotWriter,
+        sealed: CompletionMark,
+        full: bool,
+        blocks_changed: int,
+        p: DiskProgress,
+    ) -> None:
+        """The disk's snapshot was sealed by another attempt of this run: complete it again
+        with that attempt's count and aggregate (idempotent) and report it, writing nothing."""
+        log.info(
+            "disk %s: %s was already sealed by an earlier attempt (%d blocks); "
+            "completing it again without writing",
+            plan.device_key,
+            upload.snapshot_id,
+            sealed.changed_blocks,
+        )
+        writer.complete_with(upload.snapshot_id, sealed, upload.not_found_until)
+        with self.progress.lock:
+            p.blocks_done = blocks_changed
+        self._disk_done(
+            DiskShipResult(
+                device_key=plan.device_key,
+                disk_uuid=plan.disk_uuid,
+                ebs_snapshot_id=upload.snapshot_id,
+                full_sync=full,
+                blocks_changed=blocks_changed,
+                blocks_written=sealed.changed_blocks,
+                zero_blocks_skipped=0,
+                bytes_read=0,
+                bytes_shipped=0,
+                resumed_blocks=sealed.changed_blocks,
+                resent_blocks=0,
+            )
+        )
+
     def _ship_disk(
         self,
         inp: ShipInput,
@@ -341,31 +386,7 @@ class Shipper:
             # recorded: that snapshot accepts no writes, and needs none.
             sealed = snapshot_state(self.ec2, upload.snapshot_id).mark
         if sealed is not None:
-            log.info(
-                "disk %s: %s was already sealed by an earlier attempt (%d blocks); "
-                "completing it again without writing",
-                plan.device_key,
-                upload.snapshot_id,
-                sealed.changed_blocks,
-            )
-            writer.complete_with(upload.snapshot_id, sealed, upload.not_found_until)
-            with self.progress.lock:
-                p.blocks_done = len(indices)
-            self._disk_done(
-                DiskShipResult(
-                    device_key=plan.device_key,
-                    disk_uuid=plan.disk_uuid,
-                    ebs_snapshot_id=upload.snapshot_id,
-                    full_sync=full,
-                    blocks_changed=len(indices),
-                    blocks_written=sealed.changed_blocks,
-                    zero_blocks_skipped=0,
-                    bytes_read=0,
-                    bytes_shipped=0,
-                    resumed_blocks=sealed.changed_blocks,
-                    resent_blocks=0,
-                )
-            )
+            self._finish_sealed(plan, upload, writer, sealed, full, len(indices), p)
             return
         if upload.start_status != "completed":
             if indices:
@@ -383,7 +404,17 @@ class Shipper:
                 ) as reader:
                     # Blocks arrive hashed and zero-tested by the reader process: this thread
                     # sends.
-                    writer.put_blocks(upload, reader.blocks(indices))
+                    try:
+                        writer.put_blocks(upload, reader.blocks(indices))
+                    except EbsCallError as err:
+                        # An attempt that stalled past its heartbeat timeout and came back may
+                        # have sealed this very snapshot (same run, same blocks) while this
+                        # retry was writing: then it accepts no writes, and needs none.
+                        late = None if err.retryable else self._sealed_mark(upload.snapshot_id)
+                        if late is None:
+                            raise
+                        self._finish_sealed(plan, upload, writer, late, full, len(indices), p)
+                        return
             else:
                 # Nothing changed on this disk: no reader process and no VDDK connection (a
                 # run with nothing changed spent most of its time starting them); the snapshot

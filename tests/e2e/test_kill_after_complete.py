@@ -5,14 +5,18 @@ be refused: "not pending (completion was requested)") and the group completes by
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from snapship.shipping import ShipCheckpoint
 from tests.e2e.harness import runs_ok, sandbox, wait_status
 from tests.e2e.kills import WorkerProcess
+from tests.e2e.shipping_run import Run
 
 MIB = 1024 * 1024
 DISK_MIB = 16
@@ -51,3 +55,48 @@ async def test_kill_between_complete_snapshot_and_checkpoint_finishes_without_wr
         assert st.runs[-1].outcome == "SUCCEEDED" and len(st.runs) == 1
         assert sb.verify_group("seal-01", st, st.runs[-1]) == 1
         assert sb.sim.admin.vm("seal-01")["snapshots"] == []
+
+
+class _SealLandsAfterTheFirstLook:
+    """EC2 for the retry: its first look at the snapshot comes before the stalled attempt's
+    seal (no completion mark yet); every later look sees what EC2 has."""
+
+    def __init__(self, ec2: Any) -> None:
+        self._ec2 = ec2
+        self.looks = 0
+
+    def describe_snapshots(self, **kwargs: Any) -> Any:
+        self.looks += 1
+        answer = self._ec2.describe_snapshots(**kwargs)
+        if self.looks == 1:
+            for snap in answer.get("Snapshots", []):
+                snap["Tags"], snap["State"] = [], "pending"
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ec2, name)
+
+
+async def test_a_retry_whose_snapshot_is_sealed_while_it_writes_finishes_without_error(
+    tmp_path: Path, temporal_env: WorkflowEnvironment
+) -> None:
+    """A stalled attempt comes back and seals the disk's snapshot while its retry, resumed from
+    an older heartbeat, is writing into it (a CI run met this: the retry's next put was refused
+    "not pending" and the run failed). The retry finds the seal and reports the disk done."""
+    vm = {"name": "race-01", "disks": [{"capacity_mib": 8}]}
+    async with sandbox(tmp_path, temporal_env, [vm]) as sb:
+        sb.sim.admin.write("race-01", 0, length=8 * MIB, random_seed=31)
+        run = Run(sb, "race-01", "r000001")
+        try:
+            seen: list[ShipCheckpoint] = []
+            stalled = run.shipper(on_checkpoint=lambda cp: seen.append(copy.deepcopy(cp)))
+            sealed = stalled.ship(run.ship_input)
+            early = next(cp for cp in seen if cp.in_progress)  # before its first block
+            retry = run.shipper()
+            retry.ec2 = _SealLandsAfterTheFirstLook(retry.ec2)
+            results = retry.ship(run.ship_input, early)
+            assert [r.ebs_snapshot_id for r in results] == [r.ebs_snapshot_id for r in sealed]
+            assert results[0].bytes_shipped == 0  # the refused put was the only write tried
+            run.verify({r.device_key: r.ebs_snapshot_id for r in results})
+        finally:
+            run.remove_snapshot()
