@@ -172,34 +172,6 @@ def _vddk(exc: VddkError) -> Fault:
 
 # ------------------------------------------------------------------ AWS
 
-PERMANENT_AWS_CODES = frozenset(
-    {
-        "AccessDenied",
-        "AccessDeniedException",
-        "UnauthorizedOperation",
-        "AuthFailure",
-        "InvalidClientTokenId",
-        "SignatureDoesNotMatch",
-        "OptInRequired",
-        "ValidationException",
-        "ValidationError",
-        "InvalidParameter",
-        "InvalidParameterValue",
-        "InvalidParameterCombination",
-        "MissingParameter",
-        "UnsupportedOperation",
-        "InvalidSnapshot.NotFound",
-        "SnapshotLimitExceeded",
-        "ResourceLimitExceeded",
-        "ServiceQuotaExceededException",
-        "KMSKeyNotAccessibleFault",
-        "KMS.DisabledException",
-        "KMS.NotFoundException",
-    }
-)
-"""AWS answers a retry cannot change. Throttling, 5xx, connection trouble and other 4xx (expired
-credentials are refreshed, a fresh snapshot may not be visible yet) stay transient."""
-
 ACCESS_CODES = frozenset(
     {
         "AccessDenied",
@@ -216,6 +188,24 @@ ACCESS_CODES = frozenset(
 )
 """The permanent answers an IAM policy, credentials or the Region explain: only these get that
 hint (a refused write into a sealed snapshot was told to check the IAM policy)."""
+
+PERMANENT_AWS_CODES = ACCESS_CODES | frozenset(
+    {
+        "ValidationException",
+        "ValidationError",
+        "InvalidParameter",
+        "InvalidParameterValue",
+        "InvalidParameterCombination",
+        "MissingParameter",
+        "UnsupportedOperation",
+        "InvalidSnapshot.NotFound",
+        "SnapshotLimitExceeded",
+        "ResourceLimitExceeded",
+        "ServiceQuotaExceededException",
+    }
+)
+"""AWS answers a retry cannot change. Throttling, 5xx, connection trouble and other 4xx (expired
+credentials are refreshed, a fresh snapshot may not be visible yet) stay transient."""
 
 
 def _hint(code: str, permanent: bool) -> str:
