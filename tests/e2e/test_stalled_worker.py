@@ -14,19 +14,14 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from snapship.blocks import EBS_BLOCK_SIZE
-from snapship.config import ClientConfig
 from tests.e2e.harness import runs_ok, sandbox, wait_status
 from tests.e2e.kills import WorkerProcess
+from tests.e2e.test_crash_restart import puts, slow_small_window
 from workflows.activity_options import TIMEOUTS
 
 MIB = 1024 * 1024
 DISK_MIB = 64
 BLOCKS = DISK_MIB * MIB // EBS_BLOCK_SIZE
-
-
-def small_window(config: ClientConfig) -> None:
-    config.replication.ebs_concurrency = 8
-    config.replication.checkpoint_every_blocks = 8
 
 
 @pytest.mark.slow
@@ -35,7 +30,7 @@ async def test_a_stalled_worker_past_the_heartbeat_timeout_keeps_the_snapshots_i
 ) -> None:
     vm = {"name": "stall-01", "disks": [{"capacity_mib": DISK_MIB}]}
     async with sandbox(
-        tmp_path, temporal_env, [vm], run_worker_inline=False, tune=small_window
+        tmp_path, temporal_env, [vm], run_worker_inline=False, tune=slow_small_window
     ) as sb:
         sb.sim.admin.write("stall-01", 0, length=DISK_MIB * MIB, random_seed=21)
         sb.aws.admin.set_faults(latency_ms=400, operations=["PutSnapshotBlock"])  # ~20 blocks/s
@@ -45,7 +40,7 @@ async def test_a_stalled_worker_past_the_heartbeat_timeout_keeps_the_snapshots_i
             handle = await sb.start("stall-01")
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 120
-            while int(sb.aws.admin.stats().get("put_blocks", 0)) < BLOCKS // 4:
+            while await puts(sb) < BLOCKS // 4:
                 assert worker.alive(), worker.tail()
                 assert loop.time() < deadline, "shipping never got going"
                 await asyncio.sleep(0.2)
