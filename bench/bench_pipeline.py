@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from bench.proctree import tree, tree_cpu_seconds  # noqa: E402
+from bench.proctree import cpu_split, tree, tree_cpu_seconds  # noqa: E402
 from snapship.blocks import EBS_BLOCK_SIZE  # noqa: E402
 from snapship.messages import ReplicationCommand  # noqa: E402
 from snapship.search_attributes import dev_server_flags  # noqa: E402
@@ -98,11 +98,11 @@ async def worker_running(log: Path, timeout_s: float = 300.0) -> None:
 
 
 def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """py-spy (dev extra) sampling the worker's GIL holders at 50 Hz into a raw profile;
-    summarise it with bench/profile_summary.py."""
+    """py-spy (dev extra) sampling the worker's GIL holders at 200 Hz into a raw profile (at
+    50 Hz a 1 GiB run gave 90 samples); summarise it with bench/profile_summary.py."""
     spy = Path(sys.executable).with_name("py-spy")
     return subprocess.Popen(
-        [str(spy), "record", "--pid", str(pid), "--gil", "-r", "50", "-f", "raw", "-o", str(out)],
+        [str(spy), "record", "--pid", str(pid), "--gil", "-r", "200", "-f", "raw", "-o", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -166,9 +166,11 @@ async def bench(
                 watching = asyncio.Event()
                 watcher = asyncio.create_task(watch_tree(worker.pid, pids, watching))
                 cpu0 = tree_cpu_seconds(worker.pid)
+                split0 = cpu_split(worker.pid)
                 big = await sb.start("big")
                 seconds, run = await timed_run(big, 1)
                 cpu = tree_cpu_seconds(worker.pid) - cpu0
+                split = {k: v - split0[k] for k, v in cpu_split(worker.pid).items()}
                 watching.set()
                 await watcher
                 if perf_proc is not None and perf is not None:
@@ -184,6 +186,9 @@ async def bench(
                     "bytes_shipped": run.bytes_shipped,
                     "mb_per_s": round(run.bytes_shipped / 1e6 / seconds, 1),
                     "worker_cpu_s_per_gib": round(cpu / shipped_gib, 2) if shipped_gib else None,
+                    "cpu_s_per_gib_by_process": {
+                        k: round(v / shipped_gib, 2) for k, v in split.items()
+                    } if shipped_gib else None,
                 }
                 incrementals = []
                 for n, (writes, length) in enumerate([(64, 4096), (16, 3 * MIB), (1, 64 * MIB)]):

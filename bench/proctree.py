@@ -46,6 +46,26 @@ def tree_cpu_seconds(pid: int) -> float:
     return total / TICKS
 
 
+def cpu_split(pid: int) -> dict[str, float]:
+    """CPU seconds of pid itself and of its children (reaped and live), user and system apart:
+    which process a cost lands in (the worker's Python, the readers' hashing and reads)."""
+    out = {"worker_user": 0.0, "worker_sys": 0.0, "children_user": 0.0, "children_sys": 0.0}
+    for p in tree(pid):
+        try:
+            f = _stat(p)
+        except OSError:
+            continue
+        if p == pid:
+            out["worker_user"] += int(f[11])
+            out["worker_sys"] += int(f[12])
+            out["children_user"] += int(f[13])
+            out["children_sys"] += int(f[14])
+        else:
+            out["children_user"] += int(f[11])
+            out["children_sys"] += int(f[12])
+    return {k: v / TICKS for k, v in out.items()}
+
+
 def status_kib(pid: int, field: str) -> int:
     """A /proc/pid/status figure in KiB (VmRSS, VmHWM); 0 once the process is gone."""
     try:
