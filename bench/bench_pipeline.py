@@ -165,12 +165,11 @@ async def bench(
                 pids: set[int] = set()
                 watching = asyncio.Event()
                 watcher = asyncio.create_task(watch_tree(worker.pid, pids, watching))
-                cpu0 = tree_cpu_seconds(worker.pid)
                 split0 = cpu_split(worker.pid)
                 big = await sb.start("big")
                 seconds, run = await timed_run(big, 1)
-                cpu = tree_cpu_seconds(worker.pid) - cpu0
                 split = {k: v - split0[k] for k, v in cpu_split(worker.pid).items()}
+                cpu = sum(split.values())
                 watching.set()
                 await watcher
                 if perf_proc is not None and perf is not None:

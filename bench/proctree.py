@@ -32,20 +32,6 @@ def tree(pid: int) -> list[int]:
     return out
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User+system CPU of pid (with its reaped children) and of its live descendants."""
-    total = 0.0
-    for p in tree(pid):
-        try:
-            f = _stat(p)
-        except OSError:
-            continue
-        total += int(f[11]) + int(f[12])
-        if p == pid:
-            total += int(f[13]) + int(f[14])
-    return total / TICKS
-
-
 def cpu_split(pid: int) -> dict[str, float]:
     """CPU seconds of pid itself and of its children (reaped and live), user and system apart:
     which process a cost lands in (the worker's Python, the readers' hashing and reads)."""
@@ -64,6 +50,11 @@ def cpu_split(pid: int) -> dict[str, float]:
             out["children_user"] += int(f[11])
             out["children_sys"] += int(f[12])
     return {k: v / TICKS for k, v in out.items()}
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User+system CPU of pid (with its reaped children) and of its live descendants."""
+    return sum(cpu_split(pid).values())
 
 
 def status_kib(pid: int, field: str) -> int:
