@@ -20,7 +20,8 @@ What is kept from botocore and the AWS CRT, so boto3 users see what they expect:
   `URLLib3Session` (http.client parsing the answer with the `email` package);
 - errors: the service model's rest-json parser and the client's modeled exception classes, so a
   failure is the same `ClientError` (code, message, `Reason`, HTTP status) a boto3 call raises;
-- metrics and spans through `observe_ebs_call`, as for every other AWS call.
+- metrics through `observe_ebs_call`, as for every other AWS call, but no span per block (the
+  writer opens one per disk upload: a span cost as much CPU as the signing);
 Retries: botocore's standard-mode policy inside each call (as the boto3 client does), the
 writer's call-level retry above it, and Temporal above that.
 Every other EBS operation goes to the boto3 client unchanged.
@@ -100,7 +101,7 @@ class EbsBlockClient:
         return getattr(self._client, name)
 
     def put_snapshot_block(self, **params: Any) -> dict[str, Any]:
-        with observe_ebs_call(OPERATION):
+        with observe_ebs_call(OPERATION, traced=False):
             return self._put(**params)
 
     def _put(

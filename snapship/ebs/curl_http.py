@@ -48,6 +48,11 @@ _CLOSED = {pycurl.E_SEND_ERROR, pycurl.E_RECV_ERROR, pycurl.E_GOT_NOTHING, pycur
 # Headers libcurl would add on its own: "Expect: 100-continue" costs a round trip per block
 # before the body, and none of them is signed.
 _DROPPED = ["Expect:", "Accept:"]
+# libcurl copies a body through its upload buffer, 64 KiB by default: a 512 KiB block took eight
+# fills and eight send() calls. Sized to the block, it goes in one. Measured per call, one
+# thread, against local AWS: the send's CPU went from 590 to 409 µs (its system time from 380
+# to 170 µs). 512 KiB per pooled handle (at most `max_pool_connections` of them).
+_UPLOAD_BUFFER_BYTES = 512 * 1024
 
 
 @dataclass
@@ -131,6 +136,7 @@ class CurlHttp:
         handle.setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_timeout_ms)
         handle.setopt(pycurl.TIMEOUT_MS, self._timeout_ms)
         handle.setopt(pycurl.TCP_KEEPALIVE, 1)
+        handle.setopt(pycurl.UPLOAD_BUFFERSIZE, _UPLOAD_BUFFER_BYTES)
         # "" when there is none: libcurl must not read *_proxy itself (botocore's rules decide).
         handle.setopt(pycurl.PROXY, self._proxy_for(url))
         if self._verify is False:

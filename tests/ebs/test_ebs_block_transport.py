@@ -24,6 +24,8 @@ from snapship.ebs.client import (
 )
 from snapship.ebs.reader import read_snapshot
 from snapship.ebs.writer import EbsSnapshotWriter, client_token
+from snapship.telemetry.metrics import METRICS
+from snapship.telemetry.tracing import capture_spans
 
 
 def block(seed: int) -> tuple[bytes, str]:
@@ -129,3 +131,26 @@ def test_an_unreachable_endpoint_raises_botocores_transient_connection_error() -
     with pytest.raises(EndpointConnectionError) as info:
         put(ebs, "snap-0123456789abcdef0", 0, data, checksum)
     assert is_transient(info.value)
+
+
+def test_an_upload_is_one_span_with_its_totals_and_every_put_is_still_timed(
+    clients: AwsClients,
+) -> None:
+    def timed_puts() -> float:
+        value = METRICS.registry.get_sample_value(
+            "snapship_ebs_call_seconds_count", {"operation": "PutSnapshotBlock"}
+        )
+        return value or 0.0
+
+    before = timed_puts()
+    writer = EbsSnapshotWriter(clients.ebs, clients.ec2)
+    upload = writer.start(1, None, client_token("block-transport", "span", str(time.time())))
+    with capture_spans() as exporter:
+        writer.put_blocks(upload, [(i, block(i)[0]) for i in range(5)])
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["ebs.PutSnapshotBlocks"]
+    attributes = spans[0].attributes or {}
+    assert attributes["snapship.snapshot_id"] == upload.snapshot_id
+    assert attributes["snapship.blocks_sent"] == 5
+    assert attributes["snapship.bytes_sent"] == 5 * EBS_BLOCK_SIZE
+    assert timed_puts() - before == 5
