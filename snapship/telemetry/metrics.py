@@ -195,7 +195,8 @@ def error_label(exc: BaseException) -> str:
 def _observe(
     kind: str, histogram: Histogram, errors: Counter, operation: str, traced: bool = True
 ) -> Iterator[None]:
-    # One span per call as well, so the worker gets traces wherever it has timings.
+    # One span per call as well, so the worker gets traces wherever it has timings (but for
+    # the calls made per block, which pass traced=False).
     with span(f"{kind}.{operation}") if traced else nullcontext():
         start = time.perf_counter()
         try:
