@@ -51,7 +51,8 @@ _DROPPED = ["Expect:", "Accept:"]
 # libcurl copies a body through its upload buffer, 64 KiB by default: a 512 KiB block took eight
 # fills and eight send() calls. Sized to the block, it goes in one. Measured against local AWS,
 # one thread, the two sizes alternating call by call (600 each): 2.30 -> 1.61 ms of CPU per
-# block, most of it the kernel's. The cost is memory: 512 KiB per handle while it uploads.
+# block, most of it the kernel's. The cost is memory: 512 KiB per handle that has uploaded, for
+# its life (the pool keeps at most `max_pool_connections` idle ones: 32 MiB at the default 64).
 _UPLOAD_BUFFER_BYTES = 512 * 1024
 
 
