@@ -14,7 +14,7 @@ The decisions themselves (order, caps, budget shares) are the pure functions of 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -43,6 +43,18 @@ with workflow.unsafe.imports_passed_through():
 
 LIVENESS_EVERY = timedelta(seconds=10)
 HISTORY_EVENTS_LIMIT = 4000
+LIVENESS_BY_TIME = "liveness-due-by-time"
+"""Patch: the liveness check runs when its time has come, not when the wait's timer won.
+
+When the wait's timer fired in the same workflow task as a signal that set `_dirty`, the recorded
+run and a replay of it could end the wait differently (one by the timeout, which scheduled the
+liveness check, the other by the condition), and the coordinator failed every workflow task
+after with a non-determinism: no permit was granted again for the whole vCenter (seen twice
+under load, in CI and in a rerun, each after a sticky worker was killed and its task timed
+out). What the loop does next now depends on `workflow.now()` only, which a replay sees as the
+recorded run did. It also checks liveness every LIVENESS_EVERY however busy the coordinator is:
+each signal used to restart the wait's ten seconds."""
+MIN_WAIT = timedelta(milliseconds=100)
 
 
 def _priority_label(p: int) -> str:
@@ -64,20 +76,28 @@ class PermitCoordinatorWorkflow:
         self._why: dict[str, str] = {}
         self._regrant: list[PermitRequest] = []
         self._dirty = True
+        self._liveness_due: datetime | None = None
 
     def _id(self) -> str:
         return coordinator_id(self._inp.vcenter_id)
 
     @workflow.run
     async def run(self, inp: CoordinatorInput) -> None:
+        by_time = workflow.patched(LIVENESS_BY_TIME)
         while True:
-            timeout = self._next_wake()
-            try:
-                await workflow.wait_condition(lambda: self._dirty, timeout=timeout)
-            except TimeoutError:
-                if self._holders or self._waiting:
+            if by_time:
+                await self._wait_for_change_or_liveness()
+                if self._liveness_is_due():
                     await self._check_liveness()
-                self._dirty = True
+                    self._dirty = True
+            else:  # runs recorded before the patch replay as they ran
+                timeout = self._next_wake()
+                try:
+                    await workflow.wait_condition(lambda: self._dirty, timeout=timeout)
+                except TimeoutError:
+                    if self._holders or self._waiting:
+                        await self._check_liveness()
+                    self._dirty = True
             if self._dirty:
                 self._dirty = False
                 await self._grant()
@@ -92,6 +112,31 @@ class PermitCoordinatorWorkflow:
                         granted_at=dict(self._granted_at),
                     )
                 )
+
+    async def _wait_for_change_or_liveness(self) -> None:
+        """Until something changed or the next liveness check is due (nothing to check while no
+        VM holds or waits). Which of the two ended the wait is not used (see LIVENESS_BY_TIME)."""
+        if not (self._holders or self._waiting):
+            self._liveness_due = None
+            await workflow.wait_condition(lambda: self._dirty)
+            return
+        now = workflow.now()
+        if self._liveness_due is None:
+            self._liveness_due = now + LIVENESS_EVERY
+        try:
+            await workflow.wait_condition(
+                lambda: self._dirty, timeout=max(self._liveness_due - now, MIN_WAIT)
+            )
+        except TimeoutError:
+            pass
+
+    def _liveness_is_due(self) -> bool:
+        due = self._liveness_due
+        now = workflow.now()
+        if due is None or now < due or not (self._holders or self._waiting):
+            return False
+        self._liveness_due = now + LIVENESS_EVERY
+        return True
 
     def _next_wake(self) -> timedelta | None:
         if self._holders or self._waiting:

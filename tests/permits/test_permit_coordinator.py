@@ -17,7 +17,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from activities.permits import PermitActivities
 from snapship.permit_messages import (
@@ -32,7 +32,7 @@ from snapship.permit_messages import (
     coordinator_id,
 )
 from tests.workflows.history_files import record_history
-from workflows.permits import PermitCoordinatorWorkflow
+from workflows.permits import LIVENESS_EVERY, PermitCoordinatorWorkflow
 
 
 @dataclass
@@ -236,3 +236,54 @@ async def test_limits_change_live_and_bad_limits_are_refused(
         )
         await eventually(lambda: granted(b))
         assert (await r.view()).limits.vcenter_vms == 2
+
+
+async def test_a_timer_and_a_signal_in_one_workflow_task_replay_as_they_ran(
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    """The coordinator's liveness timer fires while no worker runs, and a release arrives
+    before any worker takes that workflow task: a new worker (no cache) meets both in one task.
+    Its history must replay through the same code. (CI met the coordinator failing every
+    workflow task after a timer and a signal met so, with a SIGKILLed sticky worker's timed-out
+    task between them: no permit was granted again for the whole vCenter. That case needs a
+    killed worker process; test_chaos drives it.)"""
+    limits = PermitLimits(vcenter_vms=1)
+    queue = f"permits-{uuid.uuid4().hex[:8]}"
+    vc = f"vc-{uuid.uuid4().hex[:8]}"
+    client = temporal_env.client
+    r = Rig(client, queue, vc)
+
+    def worker() -> Worker:
+        return Worker(
+            client,
+            task_queue=queue,
+            workflows=[PermitCoordinatorWorkflow, FakePermitHolder],
+            activities=PermitActivities(lambda _vc: limits).all(),
+            max_cached_workflows=0,  # every task replays the history from the start
+        )
+
+    coord = client.get_workflow_handle(coordinator_id(vc))
+    try:
+        async with worker():
+            first = await r.holder("first")
+            await eventually(lambda: granted(first))
+            second = await r.holder("second")
+            await eventually(lambda: _waiting(r, 1))
+        # No worker now: the liveness timer (LIVENESS_EVERY) fires into a pending task, and
+        # the release lands in that same task.
+        await asyncio.sleep(LIVENESS_EVERY.total_seconds() + 2)
+        await coord.signal(
+            PermitCoordinatorWorkflow.release,
+            PermitRelease(f"{vc}-first", "first-r1"),
+        )
+        async with worker():
+            await eventually(lambda: granted(second))
+            await first.terminate("test over")
+            await second.terminate("test over")
+        history = await coord.fetch_history()
+        await Replayer(workflows=[PermitCoordinatorWorkflow]).replay_workflow(history)
+    finally:
+        try:
+            await coord.terminate("test over")
+        except Exception:
+            pass
