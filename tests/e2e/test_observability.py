@@ -182,7 +182,7 @@ async def test_one_run_traced_with_nested_vcenter_and_ebs_calls(
     # One span per disk upload, with its totals (1 MiB written: two blocks), none per block.
     put = [s for s in spans if s.name == "ebs.PutSnapshotBlocks"]
     assert put and all("RunActivity:snapship.ship" in ancestors(s) for s in put)
-    assert [s.attributes.get("snapship.blocks_sent") for s in put] == [2]
+    assert [(s.attributes or {}).get("snapship.blocks_sent") for s in put] == [2]
     assert "ebs.PutSnapshotBlock" not in names
     create = [s for s in spans if s.name == "vcenter.CreateSnapshot_Task"]
     # The run's snapshot, under its activity (CBT activation takes one more, under ensure_cbt).
