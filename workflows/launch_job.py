@@ -41,6 +41,9 @@ with workflow.unsafe.imports_passed_through():
         TerminateResult,
     )
 
+# Patch: the job launches a target that comes after the join wait ended (below).
+LATE_TARGETS = "late-targets"
+
 LAUNCH_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
@@ -68,6 +71,7 @@ class LaunchJobWorkflow:
         )
         self._pending: list[LaunchTarget] = list(inp.targets)
         self._skipped: dict[str, str] = {}
+        self._joined: set[str] = set()
         for sid in [*inp.expected, *(t.source_server_id for t in inp.targets), *inp.terminate]:
             self._server(sid)
 
@@ -80,7 +84,9 @@ class LaunchJobWorkflow:
         tasks: list[asyncio.Task[None]] = [
             asyncio.create_task(self._terminate(sid, ids)) for sid, ids in inp.terminate.items()
         ]
-        joined = {t.source_server_id for t in self._pending}
+        late = workflow.patched(LATE_TARGETS)
+        joined = self._joined
+        joined.update(t.source_server_id for t in self._pending)
         expected = set(inp.expected) | joined
         while True:
             try:
@@ -89,14 +95,24 @@ class LaunchJobWorkflow:
                     timeout=timedelta(seconds=inp.join_timeout_seconds),
                 )
             except TimeoutError:
-                for sid in sorted(expected - joined - set(self._skipped)):
+                arrived = {t.source_server_id for t in self._pending}
+                for sid in sorted(expected - joined - arrived - set(self._skipped)):
                     self._skip(sid, "the server did not join the job in time")
-            while self._pending:
-                target = self._pending.pop(0)
-                joined.add(target.source_server_id)
-                tasks.append(asyncio.create_task(self._launch(target)))
+            self._launch_pending(tasks)
             if expected <= joined | set(self._skipped):
                 break
+        if late:
+            # A server skipped for the join timeout, or by a console whose update call only
+            # timed out, may still hand its target over: its final sync took longer, and the
+            # server now waits for this job's outcome. While any launch runs the job takes it;
+            # once the job has closed, the server's hand-off fails and it says so itself.
+            while True:
+                await workflow.wait_condition(
+                    lambda: bool(self._pending) or all(t.done() for t in tasks)
+                )
+                if not self._pending:
+                    break
+                self._launch_pending(tasks)
         await asyncio.gather(*tasks)
         self._log(JobEvent.JOB_END)
         self._state.status = JobStatus.COMPLETED.value
@@ -104,9 +120,16 @@ class LaunchJobWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
 
+    def _launch_pending(self, tasks: list[asyncio.Task[None]]) -> None:
+        while self._pending:
+            target = self._pending.pop(0)
+            self._joined.add(target.source_server_id)
+            tasks.append(asyncio.create_task(self._launch(target)))
+
     async def _launch(self, target: LaunchTarget) -> None:
         sid = target.source_server_id
         entry = self._server(sid)
+        entry.error = ""  # a skip's reason, when the server joined after all
         if target.terminate_first:
             await self._cleanup(sid, target.terminate_first)
         self._log(JobEvent.USING_PREVIOUS_SNAPSHOT, sid, detail=target.group_id)
@@ -211,7 +234,12 @@ class LaunchJobWorkflow:
 
     @workflow.signal(name="skip_server")
     def skip_server(self, skip: ServerSkip) -> None:
-        if self._state.status != JobStatus.COMPLETED.value:
+        # A server that joined is launching: a console's skip (its update call timed out while
+        # the server went on) must not mark it failed.
+        joined = skip.source_server_id in self._joined or any(
+            t.source_server_id == skip.source_server_id for t in self._pending
+        )
+        if self._state.status != JobStatus.COMPLETED.value and not joined:
             self._skip(skip.source_server_id, skip.reason)
 
     @workflow.query(name="job")
