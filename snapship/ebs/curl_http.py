@@ -18,7 +18,6 @@ and one is used by one thread at a time.
 
 from __future__ import annotations
 
-import io
 import queue
 from dataclasses import dataclass
 
@@ -36,6 +35,8 @@ from botocore.exceptions import (
 from botocore.httpsession import get_cert_path, mask_proxy_url
 from botocore.utils import get_environ_proxies
 
+from snapship.ebs.curl_options import CurlOptions, perform, was_connected
+
 _CONNECT_FAILED = {pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_CONNECT}
 _PROXY_FAILED = {pycurl.E_COULDNT_RESOLVE_PROXY}
 _TLS_FAILED = {
@@ -45,15 +46,6 @@ _TLS_FAILED = {
     pycurl.E_SSL_CERTPROBLEM,
 }
 _CLOSED = {pycurl.E_SEND_ERROR, pycurl.E_RECV_ERROR, pycurl.E_GOT_NOTHING, pycurl.E_PARTIAL_FILE}
-# Headers libcurl would add on its own: "Expect: 100-continue" costs a round trip per block
-# before the body, and none of them is signed.
-_DROPPED = ["Expect:", "Accept:"]
-# libcurl copies a body through its upload buffer, 64 KiB by default: a 512 KiB block took eight
-# fills and eight send() calls. Sized to the block, it goes in one. Measured against local AWS,
-# one thread, the two sizes alternating call by call (600 each): 2.30 -> 1.61 ms of CPU per
-# block, most of it the kernel's. The cost is memory: 512 KiB per handle that has uploaded, for
-# its life (the pool keeps at most `max_pool_connections` idle ones: 32 MiB at the default 64).
-_UPLOAD_BUFFER_BYTES = 512 * 1024
 
 
 @dataclass
@@ -83,11 +75,22 @@ class CurlHttp:
         # timeout fails as a read timeout (libcurl's low-speed limit, the closer match to a
         # socket read timeout, averages over five seconds and let a silent server run over).
         self._timeout_ms = max(1, int((connect_timeout_s + read_timeout_s) * 1000))
+        # The pool keeps at most this many idle handles, each with its block-sized upload buffer.
         self._max_idle = max(1, max_pool_connections)
         self._idle: queue.SimpleQueue[pycurl.Curl] = queue.SimpleQueue()
         # botocore's choice of CA bundle: the given path, else its default (certifi's).
         self._ca_path = verify if isinstance(verify, str) else (
             get_cert_path(True) if verify else None
+        )
+
+    def options_for(self, url: str) -> CurlOptions:
+        """The handle settings for `url`, botocore's choices (proxy, CA bundle) resolved."""
+        return CurlOptions(
+            connect_timeout_ms=self._connect_timeout_ms,
+            timeout_ms=self._timeout_ms,
+            proxy=self._proxy_for(url),
+            verify=self._verify is not False,
+            ca_path=self._ca_path,
         )
 
     def send(self, method: str, url: str, headers: dict[str, str], body: bytes) -> CurlResponse:
@@ -96,26 +99,21 @@ class CurlHttp:
         try:
             handle = self._idle.get_nowait()
         except queue.Empty:
-            handle = self._new_handle(url)
-        lines: list[bytes] = []
-        answer = io.BytesIO()
+            handle = self.options_for(url).new_handle()
         try:
-            handle.setopt(pycurl.URL, url)
-            handle.setopt(pycurl.CUSTOMREQUEST, method)
-            handle.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()] + _DROPPED)
-            handle.setopt(pycurl.POSTFIELDS, body)  # referenced, not copied
-            handle.setopt(pycurl.HEADERFUNCTION, lines.append)
-            handle.setopt(pycurl.WRITEFUNCTION, answer.write)
             try:
-                handle.perform()
+                answer = perform(
+                    handle, method, url, [f"{k}: {v}" for k, v in headers.items()], body
+                )
             except pycurl.error as exc:
-                raise self._transport_error(handle, exc, url) from None
-            status = int(handle.getinfo(pycurl.RESPONSE_CODE))
+                code = int(exc.args[0]) if exc.args else -1
+                text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+                raise self.transport_error(code, text, was_connected(handle), url) from None
         except BaseException:
             handle.close()  # its connection may be half-used: the next call starts clean
             raise
         self._give_back(handle)
-        return CurlResponse(status, _headers(lines), answer.getvalue())
+        return CurlResponse(answer.status, headers_of(answer.header_lines), answer.body)
 
     def close(self) -> None:
         while True:
@@ -130,26 +128,8 @@ class CurlHttp:
         else:
             handle.close()
 
-    def _new_handle(self, url: str) -> pycurl.Curl:
-        handle = pycurl.Curl()
-        handle.setopt(pycurl.NOSIGNAL, 1)  # many threads: no SIGALRM for timeouts
-        handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
-        handle.setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_timeout_ms)
-        handle.setopt(pycurl.TIMEOUT_MS, self._timeout_ms)
-        handle.setopt(pycurl.TCP_KEEPALIVE, 1)
-        handle.setopt(pycurl.UPLOAD_BUFFERSIZE, _UPLOAD_BUFFER_BYTES)
-        # "" when there is none: libcurl must not read *_proxy itself (botocore's rules decide).
-        handle.setopt(pycurl.PROXY, self._proxy_for(url))
-        if self._verify is False:
-            handle.setopt(pycurl.SSL_VERIFYPEER, 0)
-            handle.setopt(pycurl.SSL_VERIFYHOST, 0)
-        elif self._ca_path:
-            handle.setopt(pycurl.CAINFO, self._ca_path)
-        return handle
-
-    def _transport_error(self, handle: pycurl.Curl, exc: pycurl.error, url: str) -> Exception:
-        code = int(exc.args[0]) if exc.args else -1
-        text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+    def transport_error(self, code: int, text: str, connected: bool, url: str) -> Exception:
+        """botocore's exception for libcurl error `code` on `url` (wherever the call was made)."""
         proxy = self._proxy_for(url)
         if code in _PROXY_FAILED or (proxy and code in _CONNECT_FAILED):
             # As botocore does: a proxy URL's user and password never reach an error text.
@@ -157,7 +137,6 @@ class CurlHttp:
         if code in _CONNECT_FAILED:
             return EndpointConnectionError(endpoint_url=url, error=text)
         if code == pycurl.E_OPERATION_TIMEDOUT:
-            connected = float(handle.getinfo(pycurl.CONNECT_TIME)) > 0
             if connected:
                 return ReadTimeoutError(endpoint_url=url, error=text)
             return ConnectTimeoutError(endpoint_url=url, error=text)
@@ -176,7 +155,7 @@ class CurlHttp:
         return "http:" + proxy if proxy.startswith("//") else "http://" + proxy
 
 
-def _headers(lines: list[bytes]) -> HeadersDict:
+def headers_of(lines: list[bytes]) -> HeadersDict:
     """The final answer's headers (after any interim 1xx answer), case-insensitive."""
     out = HeadersDict()
     for raw in lines:
