@@ -346,9 +346,9 @@ class ReplicationActivities:
         )
         handle = activity.client().get_workflow_handle(inp.source_server_id)
         await handle.signal("shipping_started", ShippingStarted(inp.run_id))
-        throttle = Throttle()
-        await refresh_share(activity.client(), inp, throttle)
         cancel = threading.Event()
+        throttle = Throttle(cancel=cancel)
+        await refresh_share(activity.client(), inp, throttle)
         latest: list[ShipCheckpoint] = [resume]
         deps = self.deps
         cfg = deps.config

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 EBS_BLOCK_SIZE = 524_288
 """Bytes in one EBS snapshot block (the only DataLength PutSnapshotBlock accepts)."""
@@ -159,12 +159,19 @@ class SourceBlock(NamedTuple):
 
     `digest` is the raw SHA-256 of exactly `data` (a full, zero-padded block); `is_zero` is
     derived from it, so the worker neither hashes nor scans the bytes again.
+
+    When the reader process was told which blocks to send (`planned`), it sent them itself:
+    `put` is then how the PUT ended (a `snapship.vddk.protocol.HttpResult`), or None for a block
+    the plan did not send; `data` is empty but for a failed PUT, whose bytes the worker needs to
+    retry it.
     """
 
     block_index: int
     data: bytes
     digest: bytes
     is_zero: bool
+    planned: bool = False
+    put: Any = None
 
     @classmethod
     def of(cls, block_index: int, data: bytes, digest: bytes) -> SourceBlock:

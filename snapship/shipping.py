@@ -20,6 +20,7 @@ from typing import Any
 from snapship.blocks import extents_to_blocks, volume_size_gib
 from snapship.ebs.client import EbsCallError
 from snapship.ebs.completion import CompletionMark, mark_completion, snapshot_state
+from snapship.ebs.curl_options import CurlOptions
 from snapship.ebs.groups import SnapshotTags
 from snapship.ebs.writer import (
     Checkpoint,
@@ -146,6 +147,12 @@ class Shipper:
         self._in_progress: dict[int, DiskCheckpoint] = {}
         self.disk_settings = self.settings
         """Each disk writer's settings: its share of the VM's window while disks ship at once."""
+        options = getattr(ebs, "block_send_options", None)
+        self.send_options: CurlOptions | None = options() if callable(options) else None
+        """With an EBS client that signs PUTs for others (`EbsBlockClient`), each disk's reader
+        process sends its blocks itself, straight from its shared memory: the worker signs and
+        settles, and touches no block's bytes unless a PUT must be retried. A plain boto3 client
+        (no credentials to sign with) gets the blocks into the worker and sends them there."""
 
     def ship(self, inp: ShipInput, resume: ShipCheckpoint | None = None) -> list[DiskShipResult]:
         """Ship every disk not yet done, up to `disks_in_parallel` at once.
@@ -401,11 +408,23 @@ class Shipper:
                     snapshot_moref=inp.snapshot_moref,
                     disk_path=plan.file_name,
                     transport_modes=self.endpoint.transport_modes,
+                    send_window=self.disk_settings.max_in_flight if self.send_options else 0,
                 ) as reader:
-                    # Blocks arrive hashed and zero-tested by the reader process: this thread
-                    # sends.
+                    # Blocks arrive hashed and zero-tested by the reader process, which has
+                    # also sent them when it can; the writer settles each in order.
+                    def stop() -> None:
+                        if halt.is_set():  # as the writer stops: cancel, or a sibling failed
+                            raise UploadCancelled()
+
+                    blocks = (
+                        reader.send_blocks(
+                            indices, writer.send_plan(upload), self.send_options, stop
+                        )
+                        if self.send_options is not None
+                        else reader.blocks(indices)
+                    )
                     try:
-                        writer.put_blocks(upload, reader.blocks(indices))
+                        writer.put_blocks(upload, blocks)
                     except EbsCallError as err:
                         # An attempt that stalled past its heartbeat timeout and came back may
                         # have sealed this very snapshot (same run, same blocks) while this

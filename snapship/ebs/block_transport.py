@@ -24,6 +24,10 @@ What is kept from botocore and the AWS CRT, so boto3 users see what they expect:
   writer opens one per disk upload: a span cost as much CPU as the signing);
 Retries: botocore's standard-mode policy inside each call (as the boto3 client does), the
 writer's call-level retry above it, and Temporal above that.
+
+A block's first PUT is usually sent by the VDDK reader process that read it (`sign_put` signs it
+here, `settle_put` turns its outcome into what this client would have returned or raised, so the
+writer's retries, the error texts and the metrics are the same either way).
 Every other EBS operation goes to the boto3 client unchanged.
 """
 
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlsplit
 
 import botocore
@@ -49,8 +53,10 @@ from botocore.retries.standard import (
 )
 
 from snapship import __version__
-from snapship.ebs.curl_http import CurlHttp
-from snapship.telemetry.metrics import observe_ebs_call
+from snapship.blocks import EBS_BLOCK_SIZE
+from snapship.ebs.curl_http import CurlHttp, headers_of
+from snapship.ebs.curl_options import CurlOptions, HttpResult, SignedPut
+from snapship.telemetry.metrics import observe_ebs_call, record_ebs_call
 
 OPERATION = "PutSnapshotBlock"
 
@@ -104,6 +110,32 @@ class EbsBlockClient:
         with observe_ebs_call(OPERATION, traced=False):
             return self._put(**params)
 
+    def _request(
+        self,
+        snapshot_id: str,
+        index: int,
+        data_length: int,
+        checksum: str,
+        algorithm: str,
+        progress: int | None = None,
+    ) -> tuple[str, str, dict[str, str], str | None]:
+        """URL, path, unsigned headers and body hash of one PutSnapshotBlock."""
+        headers = {
+            "x-amz-Data-Length": str(data_length),
+            "x-amz-Checksum": checksum,
+            "x-amz-Checksum-Algorithm": algorithm,
+            "Content-Type": "application/octet-stream",
+            "User-Agent": self._user_agent,
+        }
+        if progress is not None:
+            headers["x-amz-Progress"] = str(progress)
+        # The body hash SigV4 needs is the block's SHA-256 the caller has (over HTTP and HTTPS
+        # alike); the signer adds it as X-Amz-Content-SHA256.
+        body_hash = base64.b64decode(checksum).hex() if algorithm == "SHA256" else None
+        path = f"{self._base_path}/snapshots/{snapshot_id}/blocks/{index}"
+        url = f"{self._endpoint}/snapshots/{snapshot_id}/blocks/{index}"
+        return url, path, headers, body_hash
+
     def _put(
         self,
         *,
@@ -115,22 +147,9 @@ class EbsBlockClient:
         ChecksumAlgorithm: str,
         Progress: int | None = None,
     ) -> dict[str, Any]:
-        headers = {
-            "x-amz-Data-Length": str(DataLength),
-            "x-amz-Checksum": Checksum,
-            "x-amz-Checksum-Algorithm": ChecksumAlgorithm,
-            "Content-Type": "application/octet-stream",
-            "User-Agent": self._user_agent,
-        }
-        if Progress is not None:
-            headers["x-amz-Progress"] = str(Progress)
-        # The body hash SigV4 needs is the block's SHA-256 the caller has (over HTTP and HTTPS
-        # alike); the signer adds it as X-Amz-Content-SHA256.
-        body_hash = (
-            base64.b64decode(Checksum).hex() if ChecksumAlgorithm == "SHA256" else None
+        url, path, headers, body_hash = self._request(
+            SnapshotId, BlockIndex, DataLength, Checksum, ChecksumAlgorithm, Progress
         )
-        path = f"{self._base_path}/snapshots/{SnapshotId}/blocks/{BlockIndex}"
-        url = f"{self._endpoint}/snapshots/{SnapshotId}/blocks/{BlockIndex}"
         attempt = 0
         while True:
             attempt += 1
@@ -167,7 +186,42 @@ class EbsBlockClient:
             if caught is not None:
                 raise caught
             assert parsed is not None
-            self._raise(raw, parsed)
+            raise self._error(raw, parsed)
+
+    # ----- PUTs another process sends (a VDDK reader, from its shared memory) -------------
+
+    def block_send_options(self) -> CurlOptions:
+        """How the sending process's handles reach the endpoint: this client's settings."""
+        return self._http.options_for(self._endpoint)
+
+    def sign_put(self, snapshot_id: str, index: int, digest: bytes) -> SignedPut:
+        """A PutSnapshotBlock of a 512 KiB block with SHA-256 `digest`, signed now, for a
+        process that holds the block to send; the credentials stay here."""
+        checksum = base64.b64encode(digest).decode("ascii")
+        url, path, headers, body_hash = self._request(
+            snapshot_id, index, EBS_BLOCK_SIZE, checksum, "SHA256"
+        )
+        signed = self._sign(path, headers, body_hash)
+        return SignedPut(url, [f"{k}: {v}" for k, v in signed.items()])
+
+    def settle_put(self, snapshot_id: str, index: int, result: HttpResult) -> Exception | None:
+        """Count and time a PUT another process sent, as `put_snapshot_block` counts its own;
+        None if it stored the block, else the exception boto3 would have raised for it."""
+        error: Exception | None = None
+        if result.status == 0:
+            url = f"{self._endpoint}/snapshots/{snapshot_id}/blocks/{index}"
+            error = self._http.transport_error(
+                result.curl_code, result.curl_text, result.connected, url
+            )
+        elif not result.stored:
+            raw = {
+                "status_code": result.status,
+                "headers": headers_of(result.header_lines),
+                "body": result.body,
+            }
+            error = self._error(raw, self._parser.parse(raw, self._output_shape))
+        record_ebs_call(OPERATION, result.seconds, error)
+        return error
 
     def _provider(self) -> crt_auth.AwsCredentialsProvider:
         """A CRT provider for the credentials botocore holds now: botocore refreshes them (STS,
@@ -196,10 +250,11 @@ class EbsBlockClient:
         crt_auth.aws_sign_request(request, config).result()
         return dict(request.headers)
 
-    def _raise(self, raw: dict[str, Any], parsed: dict[str, Any]) -> NoReturn:
-        """Raise what boto3 raises: the modeled exception class, modeled fields included."""
+    def _error(self, raw: dict[str, Any], parsed: dict[str, Any]) -> Exception:
+        """What boto3 raises: the modeled exception class, modeled fields included."""
         code = str(parsed.get("Error", {}).get("Code", ""))
         shape = self._service_model.shape_for_error_code(code) if code else None
         if shape is not None:
             parsed.update(self._parser.parse(raw, shape))
-        raise self._client.exceptions.from_code(code)(parsed, OPERATION)
+        error: Exception = self._client.exceptions.from_code(code)(parsed, OPERATION)
+        return error

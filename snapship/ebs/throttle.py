@@ -3,7 +3,8 @@
 The permit coordinator splits the global Mbit/s and EBS request budgets among the VMs holding a
 permit (snapship.permits.shares); the ship activity asks for its share every few seconds and sets
 it here, so a changed limit or a VM joining or leaving takes effect within that period on every
-worker. The limiter wraps the EBS client (`ThrottledEbs`), so the writer's hot path is unchanged.
+worker. The limiter wraps the EBS client (`ThrottledEbs`), so the writer's hot path is unchanged;
+a block a VDDK reader sends is held when its PUT is signed, before it goes to the reader.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from snapship.blocks import EBS_BLOCK_SIZE
 
 BITS_PER_BYTE = 8
 MAX_WAIT_SLICE_S = 0.25
@@ -52,11 +55,19 @@ class TokenBucket:
             self._tokens += (now - self._stamp) * self._rate
         self._stamp = now
 
-    def take(self, units: float, sleep: Callable[[float], None] = time.sleep) -> float:
-        """Block until `units` may go; returns the seconds waited. The debt model (tokens may go
-        negative) keeps a large unit from waiting forever when the burst is smaller."""
+    def take(
+        self,
+        units: float,
+        sleep: Callable[[float], None] = time.sleep,
+        cancel: threading.Event | None = None,
+    ) -> float:
+        """Block until `units` may go, or `cancel` is set; returns the seconds waited. The debt
+        model (tokens may go negative) keeps a large unit from waiting forever when the burst
+        is smaller."""
         waited = 0.0
         while True:
+            if cancel is not None and cancel.is_set():
+                return waited
             with self._lock:
                 if not self._rate:
                     return waited
@@ -72,19 +83,29 @@ class TokenBucket:
 
 
 class Throttle:
-    """Bytes and requests per second of one VM's shipping."""
+    """Bytes and requests per second of one VM's shipping. Once `cancel` is set nothing waits
+    (the run is stopping: what it still sends is not worth a budget's delay)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, cancel: threading.Event | None = None
+    ) -> None:
         self.bytes = TokenBucket(clock=clock)
         self.requests = TokenBucket(clock=clock)
+        self.cancel = cancel
+
+    def _sleep(self, seconds: float) -> None:
+        if self.cancel is not None:
+            self.cancel.wait(seconds)
+        else:
+            time.sleep(seconds)
 
     def set_share(self, mbps: float, requests_per_second: float) -> None:
         self.bytes.set_rate(mbps * 1_000_000 / BITS_PER_BYTE)
         self.requests.set_rate(requests_per_second)
 
     def before_request(self, nbytes: int) -> None:
-        self.requests.take(1)
-        self.bytes.take(nbytes)
+        self.requests.take(1, self._sleep, self.cancel)
+        self.bytes.take(nbytes, self._sleep, self.cancel)
 
 
 class ThrottledEbs:
@@ -98,6 +119,12 @@ class ThrottledEbs:
         data = kwargs.get("BlockData", b"")
         self._throttle.before_request(len(data) if isinstance(data, bytes | bytearray) else 0)
         return self._ebs.put_snapshot_block(**kwargs)
+
+    def sign_put(self, snapshot_id: str, index: int, digest: bytes) -> Any:
+        """A PUT that a VDDK reader will send: held to the throttle here, before it is signed
+        (so the signature is fresh when the wait ends)."""
+        self._throttle.before_request(EBS_BLOCK_SIZE)
+        return self._ebs.sign_put(snapshot_id, index, digest)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ebs, name)

@@ -167,6 +167,14 @@ class SnapshotWaitTimeout(Exception):
 CheckpointCallback = Callable[[Checkpoint], None]
 
 
+def _skips_zero(has_parent: bool, zero_or_data: bool | bytes) -> bool:
+    """A zero block is left out only without a parent (a missing block reads as zeros); with a
+    parent every changed block is written, zeros included (EBS has no trim)."""
+    if has_parent:
+        return False
+    return zero_or_data if isinstance(zero_or_data, bool) else is_zero_block(zero_or_data)
+
+
 def _retryable(exc: BaseException) -> bool:
     return is_transient(exc) or is_not_found(exc)
 
@@ -340,6 +348,19 @@ class EbsSnapshotWriter:
 
     # ------------------------------------------------------------ blocks
 
+    def _put_call(
+        self, upload: SnapshotUpload, index: int, data: bytes, digest: bytes
+    ) -> Callable[[], Any]:
+        checksum = b64_digest(digest)
+        return lambda: self.ebs.put_snapshot_block(
+            SnapshotId=upload.snapshot_id,
+            BlockIndex=index,
+            BlockData=data,
+            DataLength=EBS_BLOCK_SIZE,
+            Checksum=checksum,
+            ChecksumAlgorithm="SHA256",
+        )
+
     def _hash_and_put(
         self, upload: SnapshotUpload, index: int, data: bytes, send: bool,
         digest: bytes | None = None,
@@ -348,20 +369,36 @@ class EbsSnapshotWriter:
             digest = hashlib.sha256(data).digest()
         if not send:
             return digest
-        checksum = b64_digest(digest)
         self._call(
-            "PutSnapshotBlock",
-            lambda: self.ebs.put_snapshot_block(
-                SnapshotId=upload.snapshot_id,
-                BlockIndex=index,
-                BlockData=data,
-                DataLength=EBS_BLOCK_SIZE,
-                Checksum=checksum,
-                ChecksumAlgorithm="SHA256",
-            ),
-            upload.not_found_until,
+            "PutSnapshotBlock", self._put_call(upload, index, data, digest), upload.not_found_until
         )
         return digest
+
+    def _put_again(
+        self, upload: SnapshotUpload, block: SourceBlock, failed: Exception
+    ) -> bytes:
+        """A block whose first PUT (sent by the reader process) failed with `failed`: retried
+        from here with the same budgets as a first attempt made here."""
+        if not _retryable(failed):
+            raise EbsCallError.from_exception("PutSnapshotBlock", failed) from failed
+        call = self._put_call(upload, block.block_index, block.data, block.digest)
+        self._retry("PutSnapshotBlock", call, failed, upload.not_found_until)
+        return block.digest
+
+    def send_plan(self, upload: SnapshotUpload) -> Callable[[int, bytes, bool], Any]:
+        """For a reader process that sends blocks itself (`DiskReader.send_blocks`): each block
+        this upload PUTs, signed by the EBS client; None for the others. `put_blocks` then
+        takes the reader's blocks and settles each PUT's outcome in order."""
+        sign = self.ebs.sign_put
+
+        has_parent = bool(upload.parent_snapshot_id)
+
+        def plan(index: int, digest: bytes, is_zero: bool) -> Any:
+            if _skips_zero(has_parent, is_zero) or index < upload.resume_cursor:
+                return None  # as put_blocks decides: skipped, or stored before the resume
+            return sign(upload.snapshot_id, index, digest)
+
+        return plan
 
     def put_blocks(
         self, upload: SnapshotUpload, blocks: Iterable[tuple[int, bytes] | SourceBlock]
@@ -454,6 +491,19 @@ class EbsSnapshotWriter:
             slots.release()
 
         executor = ThreadPoolExecutor(max_workers=s.max_in_flight, thread_name_prefix="ebs-put")
+
+        def submit(fn: Callable[..., bytes], *args: Any) -> Future[bytes]:
+            """Run a call once the window has room; meanwhile retire and checkpoint."""
+            nonlocal completed_since
+            while not slots.acquire(timeout=0.2):
+                check_cancel()
+                completed_since += retire()
+                maybe_checkpoint()
+            # Each call runs in the caller's context, so its span nests under the run's.
+            fut = executor.submit(contextvars.copy_context().run, fn, *args)
+            fut.add_done_callback(release)
+            return fut
+
         try:
             for item in blocks:
                 index, raw = item[0], item[1]
@@ -463,31 +513,40 @@ class EbsSnapshotWriter:
                     raise ValueError(f"blocks must ascend strictly ({last_seen} then {index})")
                 last_seen = index
                 counters.blocks_seen += 1
-                counters.bytes_read += len(raw)
-                data = raw if len(raw) == EBS_BLOCK_SIZE else pad_block(raw)
+                sent_elsewhere = known is not None and known.planned
+                counters.bytes_read += EBS_BLOCK_SIZE if sent_elsewhere else len(raw)
                 below_cursor = index < upload.resume_cursor
                 zero = known.is_zero if known is not None else None
-                if not has_parent and (zero if zero is not None else is_zero_block(data)):
+                data = raw
+                if not sent_elsewhere:
+                    data = raw if len(raw) == EBS_BLOCK_SIZE else pad_block(raw)
+                if _skips_zero(has_parent, zero if zero is not None else data):
                     counters.zero_blocks_skipped += 1
                     next_unseen = index + 1
                     completed_since += retire()
                     maybe_checkpoint()
                     continue
-                while not slots.acquire(timeout=0.2):
-                    check_cancel()
-                    completed_since += retire()
-                    maybe_checkpoint()
                 send = not below_cursor
+                fut: Future[bytes]
+                if known is not None and sent_elsewhere and send:
+                    # The reader process sent it: settle the outcome here, in order.
+                    if known.put is None:
+                        raise RuntimeError(f"block {index} was planned, neither sent nor skipped")
+                    failed = self.ebs.settle_put(upload.snapshot_id, index, known.put)
+                    if failed is None:
+                        fut = Future()
+                        fut.set_result(known.digest)
+                    else:
+                        fut = submit(self._put_again, upload, known, failed)
+                else:
+                    fut = submit(
+                        self._hash_and_put, upload, index, data, send,
+                        known.digest if known is not None else None,
+                    )
                 if below_cursor:
                     counters.blocks_below_cursor += 1
                 elif index <= upload.resume_high_water:
                     counters.blocks_resent_after_resume += 1
-                # Each call runs in the caller's context, so its span nests under the run's.
-                fut = executor.submit(
-                    contextvars.copy_context().run, self._hash_and_put, upload, index, data, send,
-                    known.digest if known is not None else None,
-                )
-                fut.add_done_callback(release)
                 inflight[index] = (fut, send)
                 next_unseen = index + 1
                 if send:

@@ -231,6 +231,20 @@ def observe_ebs_call(
     return _observe("ebs", m.ebs_call, m.ebs_call_errors, operation, traced)
 
 
+def record_ebs_call(
+    operation: str,
+    seconds: float,
+    error: BaseException | None = None,
+    metrics: SnapshipMetrics | None = None,
+) -> None:
+    """Count and time an EBS call another process made for us (a VDDK reader sending a block
+    the worker signed), as `observe_ebs_call` counts the worker's own."""
+    m = metrics or METRICS
+    if error is not None:
+        m.ebs_call_errors.labels(operation=operation, error=error_label(error)).inc()
+    m.ebs_call.labels(operation=operation).observe(seconds)
+
+
 @contextmanager
 def observe_run(metrics: SnapshipMetrics | None = None) -> Iterator[RunOutcome]:
     """Time one shipping run and count it once, by the outcome the body sets.

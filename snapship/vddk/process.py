@@ -20,7 +20,9 @@ import socket
 import subprocess
 import sys
 import threading
-from concurrent.futures import Future
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 reader_log = logging.getLogger("snapship.vddk.reader_process")
 
 START_TIMEOUT_S = 60.0
+POLL_S = 0.2
+"""How often a long wait for the reader looks at its caller's cancel."""
 
 
 @dataclass
@@ -96,10 +100,12 @@ def describe_exit(returncode: int | None) -> str:
 class ReaderProcess:
     """One running reader process and its control channel."""
 
-    def __init__(self, library: VddkLibrary, label: str) -> None:
+    def __init__(self, library: VddkLibrary, label: str, slots: int | None = None) -> None:
         self.library = library
         self.label = label
-        self.slots = library.reads_in_flight
+        self.reads = library.reads_in_flight
+        self.slots = max(slots or 0, self.reads)
+        """Shared-memory slots: reads in flight, plus those whose blocks are being sent."""
         self._ids = itertools.count(1)
         self._pending: dict[int, Future[Any]] = {}
         self._lock = threading.Lock()
@@ -115,7 +121,8 @@ class ReaderProcess:
             cmd = [
                 sys.executable, "-m", "snapship.vddk.server",
                 "--control-fd", str(child_fd), "--shm-fd", str(memfd),
-                "--slots", str(self.slots), "--lib", str(library.lib_path),
+                "--slots", str(self.slots), "--reads", str(self.reads),
+                "--lib", str(library.lib_path),
                 "--log-level", str(logging.getLogger().getEffectiveLevel()),
                 "--label", label,  # shows in ps: which disk this reader serves
             ]
@@ -185,6 +192,25 @@ class ReaderProcess:
                 f"VDDK reader for {self.label} did not answer a {what} within {limit:.0f} s "
                 "and was stopped"
             ) from None
+
+    def wait_any(
+        self, futures: list[Future[Any]], timeout: float, what: str,
+        poll: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Until one of `futures` is done, calling `poll` every POLL_S (it raises to stop the
+        wait: a cancel); a reader silent past the timeout is killed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            poll()
+            left = deadline - time.monotonic()
+            if wait(futures, max(0.0, min(POLL_S, left)), return_when=FIRST_COMPLETED).done:
+                return
+            if left <= POLL_S:
+                self.kill()
+                raise VddkReaderHung(
+                    f"VDDK reader for {self.label} did not answer a {what} within "
+                    f"{timeout:.0f} s and was stopped"
+                )
 
     def _receive(self) -> None:
         while True:

@@ -2,15 +2,20 @@
 
 Data never travels in these messages: a read names a slot of the shared memory both processes
 map (a memfd), the reader fills it through ReadAsync, hashes each 512 KiB block there and answers
-with the digests. One dataclass per message, as for workflow and activity messages.
+with the digests. A send names blocks of a slot and carries, for each, a PUT the worker has
+already signed: the reader sends the block's bytes from the slot and answers with the outcome.
+One dataclass per message, as for workflow and activity messages.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snapship.vddk.binding import DiskInfo
+
+if TYPE_CHECKING:  # pickled across; the reader imports them when a sender is set up
+    from snapship.ebs.curl_options import CurlOptions, HttpResult
 
 SLOT_BYTES = 2 * 1024 * 1024
 """One shared-memory slot holds one read: at most 2 MiB (VDDK's largest read)."""
@@ -89,4 +94,38 @@ class LogRecord:
     message: str
 
 
-Request = OpenRequest | ReadRequest | QueryRequest | CloseRequest
+@dataclass(frozen=True)
+class SendSetup:
+    """Start the reader's sender: up to `connections` PUTs at once, handles set by `options`."""
+
+    req_id: int
+    options: CurlOptions
+    connections: int
+
+
+@dataclass(frozen=True)
+class HttpPut:
+    """One signed PUT whose body is 512 KiB block `block` of the request's slot."""
+
+    block: int
+    url: str
+    header_lines: list[str] = field(repr=False)
+    """Signed for this one request (SigV4 binds method, path, body hash and time); no key."""
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """Send `puts`, each body a block of `slot`, all at once; one SendReply when all are done."""
+
+    req_id: int
+    slot: int
+    puts: list[HttpPut]
+
+
+@dataclass(frozen=True)
+class SendReply:
+    results: list[HttpResult]
+    """In the order of the request's puts."""
+
+
+Request = OpenRequest | ReadRequest | QueryRequest | CloseRequest | SendSetup | SendRequest

@@ -2,7 +2,9 @@
 
 Shaped for snapshot shipping: `blocks()` yields each wanted 512 KiB EBS block with its SHA-256
 and zero test already computed by the reader process (where the data is), keeping
-`reads_in_flight` 2 MiB reads queued; `read()`/`readinto()` serve arbitrary byte ranges. Each
+`reads_in_flight` 2 MiB reads queued; `send_blocks()` also has the reader process send the
+blocks a plan signs, straight from its shared memory (the worker touches no block bytes);
+`read()`/`readinto()` serve arbitrary byte ranges. Each
 DiskReader has its own reader process with one connection and one handle, so a crash or hang of
 VDDK fails this disk's attempt only. Credentials are arguments, are never logged and do not appear
 in repr(); the password crosses to the reader over a private socketpair, never argv or environ.
@@ -13,12 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, wait
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from snapship.blocks import EBS_BLOCK_SIZE, SourceBlock, read_runs
+from snapship.blocks import EBS_BLOCK_SIZE, ZERO_BLOCK_SHA256, ReadRun, SourceBlock, read_runs
+from snapship.ebs.curl_options import CurlOptions, SignedPut
 from snapship.vddk.binding import (
     DEFAULT_TRANSPORT_MODES,
     MAX_CHUNK_NUMBER,
@@ -30,14 +34,49 @@ from snapship.vddk.process import ReaderProcess, VddkLibrary
 from snapship.vddk.protocol import (
     SLOT_BYTES,
     CloseRequest,
+    HttpPut,
     OpenReply,
     OpenRequest,
     QueryRequest,
     ReadReply,
     ReadRequest,
+    SendReply,
+    SendRequest,
+    SendSetup,
 )
 
 log = logging.getLogger(__name__)
+
+BLOCKS_PER_SLOT = SLOT_BYTES // EBS_BLOCK_SIZE
+
+ABANDON_GRACE_S = 10.0
+"""When the caller stops early (cancel, a failed block), how long its sends under way may take
+to end before the reader process is stopped: a stalled endpoint must not hold a pause or a
+retry for the HTTP timeout of every slot. (The writer gives its own calls the same grace.)"""
+
+PutPlan = Callable[[int, bytes, bool], SignedPut | None]
+"""(block index, SHA-256, is zero) -> the signed PUT to send for that block, or None to send
+none (a zero block of a first sync, a block a resumed upload already stored)."""
+
+
+@dataclass
+class _Stage:
+    """One slot's way through `send_blocks`: read and hashed, then (maybe) sent."""
+
+    run: ReadRun
+    slot: int
+    read: Future[Any]
+    sends: dict[int, Future[Any]] | None = None
+    """Position in the run -> its PUT's reply (None until the read is done and planned)."""
+    digests: list[bytes] | None = None
+
+    def sent(self) -> bool:
+        return self.sends is not None and all(f.done() for f in self.sends.values())
+
+    def pending(self) -> list[Future[Any]]:
+        if self.sends is None:
+            return [self.read]
+        return [f for f in self.sends.values() if not f.done()]
 
 
 class DiskReader:
@@ -56,11 +95,19 @@ class DiskReader:
         snapshot_moref: str,
         disk_path: str,
         transport_modes: str = DEFAULT_TRANSPORT_MODES,
+        send_window: int = 0,
     ) -> None:
+        """`send_window`: blocks `send_blocks` may have in flight (0: this reader sends none);
+        each four of them hold a 2 MiB slot of shared memory beyond the reads'."""
         self._where = (server, port, username, vm_moref, snapshot_moref, disk_path)
         self._closed = False
         self._lock = threading.Lock()
-        self._proc = ReaderProcess(library, f"disk {disk_path}")
+        self._sender_ready = False
+        self._send_window = max(0, send_window)
+        sending_slots = -(-self._send_window // BLOCKS_PER_SLOT)
+        self._proc = ReaderProcess(
+            library, f"disk {disk_path}", library.reads_in_flight + sending_slots
+        )
         self._free: deque[int] = deque(range(self._proc.slots))
         self._slot_free = threading.Condition(self._lock)
         try:
@@ -170,6 +217,107 @@ class DiskReader:
                 except Exception:
                     pass
                 self._give_slot(slot)
+
+    def send_blocks(
+        self,
+        indices: Iterable[int],
+        plan: PutPlan,
+        options: CurlOptions,
+        stop: Callable[[], None] = lambda: None,
+    ) -> Iterator[SourceBlock]:
+        """Read, hash and send blocks for ascending `indices`; yield them in order as they end.
+
+        A slot goes: read (at most `reads_in_flight` at once) -> `plan` signs a PUT for each of
+        its blocks that must be sent, and each goes to the reader process as soon as it is
+        signed (so a throttle in `plan` paces blocks, not slots) -> the reader sends it from the
+        slot -> the blocks are yielded with how each PUT ended (`SourceBlock.put`). Slots past
+        the reads keep sends in flight while the next reads go on, up to the `send_window`.
+        A failed PUT's block comes with its bytes, for the caller to retry. `stop` is called
+        while waiting and raises to end early (the caller's cancel: a send can take as long as
+        the endpoint lets it).
+        """
+        if not self._sender_ready:
+            self._proc.call(
+                SendSetup(self._proc.next_id(), options, max(1, self._send_window)),
+                "sender start",
+            )
+            self._sender_ready = True
+        capacity = self.capacity
+        limit = self._proc.library.reply_timeout_s + options.timeout_ms / 1000
+        runs = iter(read_runs(indices, SLOT_BYTES))
+        stages: deque[_Stage] = deque()
+        try:
+            while True:
+                reading = sum(1 for st in stages if st.sends is None)
+                while len(stages) < self._proc.slots and reading < self._proc.reads:
+                    run = next(runs, None)
+                    if run is None:
+                        break
+                    sectors = -(-run.length(capacity) // SECTOR_SIZE)
+                    slot = self._take_slot()
+                    try:
+                        fut = self._submit(slot, run.offset // SECTOR_SIZE, sectors, run.count)
+                    except BaseException:
+                        self._give_slot(slot)
+                        raise
+                    stages.append(_Stage(run, slot, fut))
+                    reading += 1
+                if not stages:
+                    return
+                for st in stages:
+                    if st.sends is None and st.read.done():
+                        self._start_sends(st, plan)
+                head = stages[0]
+                if head.sent():
+                    stages.popleft()
+                    try:
+                        done = self._sent(head)
+                    finally:
+                        self._give_slot(head.slot)
+                    yield from done
+                    continue
+                waiting = [st.read for st in stages if st.sends is None] + head.pending()
+                self._proc.wait_any(waiting, limit, "read or send", stop)
+        finally:
+            # Stopped early: the reader may still fill or send from these slots. What it sends
+            # now counts for nothing (a retry resumes below it), so it gets a grace, no more.
+            pending = [f for st in stages for f in st.pending()]
+            if pending and not wait(pending, ABANDON_GRACE_S).not_done:
+                for st in stages:
+                    self._give_slot(st.slot)
+            elif pending:
+                log.info("vddk reader %d: sends still under way after %.0f s; stopping it",
+                         self._proc.pid, ABANDON_GRACE_S)
+                self._proc.kill()  # its slots die with it; close() finds it gone
+
+    def _start_sends(self, st: _Stage, plan: PutPlan) -> None:
+        reply: ReadReply = st.read.result()  # a failed read raises here, in order of arrival
+        st.digests = reply.digests
+        st.sends = {}
+        for i, (index, digest) in enumerate(zip(st.run.indices, reply.digests, strict=True)):
+            signed = plan(index, digest, digest == ZERO_BLOCK_SHA256)
+            if signed is not None:
+                put = HttpPut(i, signed.url, signed.header_lines)
+                st.sends[i] = self._proc.submit(SendRequest(self._proc.next_id(), st.slot, [put]))
+
+    def _sent(self, st: _Stage) -> list[SourceBlock]:
+        assert st.sends is not None and st.digests is not None
+        base = st.slot * SLOT_BYTES
+        out: list[SourceBlock] = []
+        for i, (index, digest) in enumerate(zip(st.run.indices, st.digests, strict=True)):
+            sent = st.sends.get(i)
+            result = None
+            if sent is not None:
+                reply: SendReply = sent.result()
+                result = reply.results[0]
+            data = b""
+            if result is not None and not result.stored:  # the caller retries it: its bytes
+                data = bytes(self._proc.shm[base + i * EBS_BLOCK_SIZE:
+                                            base + (i + 1) * EBS_BLOCK_SIZE])
+            out.append(
+                SourceBlock(index, data, digest, digest == ZERO_BLOCK_SHA256, True, result)
+            )
+        return out
 
     def read(self, offset: int, length: int) -> bytes:
         """Bytes [offset, offset+length) of the disk at the snapshot."""

@@ -11,7 +11,9 @@ Threads, as VMware demands:
   Disconnect/QueryAllocatedBlocks, taken from a queue;
 - one thread per disk handle: every ReadAsync/Wait of that handle, a bounded number in flight,
   and the SHA-256 of each 512 KiB block, computed where the data is;
-- a receiver thread that only routes requests from the control socket.
+- a receiver thread that only routes requests from the control socket;
+- the sender's threads (snapship.vddk.sender), when the worker asks the reader to send blocks:
+  libcurl PUTs the worker signed, bodies straight from the slots. They never call VDDK.
 When the worker goes away (socket closed), the reader waits for its reads, closes and exits.
 """
 
@@ -28,7 +30,7 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snapship.blocks import EBS_BLOCK_SIZE
 from snapship.vddk.binding import (
@@ -48,7 +50,12 @@ from snapship.vddk.protocol import (
     ReadReply,
     ReadRequest,
     Reply,
+    SendRequest,
+    SendSetup,
 )
+
+if TYPE_CHECKING:
+    from snapship.vddk.sender import Sender
 
 log = logging.getLogger("snapship.vddk.reader_process")
 
@@ -168,14 +175,27 @@ class ReaderProcess:
         self.conn: VddkConnection | None = None
         self.handle: int | None = None
         self.reader: HandleThread | None = None
+        self.sender: Sender | None = None
 
     def route(self, message: Any) -> None:
-        """Receiver thread: reads go to the handle's thread, everything else to the main one."""
+        """Receiver thread: reads go to the handle's thread, sends to the sender's threads,
+        everything else to the main one."""
         if isinstance(message, ReadRequest):
             if self.reader is None:
                 self.channel.send(Reply(message.req_id, error=RuntimeError("no disk is open")))
             else:
                 self.reader.requests.put(message)
+        elif isinstance(message, SendSetup):
+            if self.sender is None:
+                from snapship.vddk.sender import Sender  # only readers that send load libcurl
+
+                self.sender = Sender(memoryview(self.shm), self.channel, message)
+            self.channel.send(Reply(message.req_id, "ready"))
+        elif isinstance(message, SendRequest):
+            if self.sender is None:
+                self.channel.send(Reply(message.req_id, error=RuntimeError("no sender is set up")))
+            else:
+                self.sender.submit(message)
         else:
             self.control.put(message)
 
@@ -223,6 +243,9 @@ class ReaderProcess:
         )
 
     def close(self) -> None:
+        if self.sender is not None:
+            self.sender.close()
+            self.sender = None
         if self.reader is not None:
             self.reader.requests.put(None)
             self.reader.join()
@@ -246,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--control-fd", type=int, required=True)
     ap.add_argument("--shm-fd", type=int, required=True)
     ap.add_argument("--slots", type=int, required=True)
+    ap.add_argument(
+        "--reads", type=int, default=0, help="ReadAsync calls in flight (default: --slots)"
+    )
     ap.add_argument("--lib", type=Path, required=True)
     ap.add_argument("--config", type=Path)
     ap.add_argument("--log-level", type=int, default=logging.INFO)
@@ -264,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             f"cannot load {args.lib}: {exc}")))
         return 2
     channel.send(Reply(0, result="ready"))
-    proc = ReaderProcess(lib, shm, channel, in_flight=args.slots)
+    proc = ReaderProcess(lib, shm, channel, in_flight=args.reads or args.slots)
 
     def receive() -> None:
         while True:

@@ -68,9 +68,18 @@ async def test_disks_ship_at_once_and_an_interrupted_attempt_resumes_each_disk(
 
             with pytest.raises(UploadCancelled):
                 run.shipper(on_checkpoint, cancel, DISKS).ship(run.ship_input)
+            at_once = [
+                b for b in map(ShipCheckpoint.from_dict, beats)
+                if sum(1 for d in b.in_progress if d.writer and d.writer["cursor"] > 0) >= 2
+            ]
+            assert at_once, "disks did not ship at the same time"
             last = ShipCheckpoint.from_dict(beats[-1])
             moving = [d for d in last.in_progress if d.writer and d.writer["cursor"] > 0]
-            assert len(moving) >= 2, "disks did not ship at the same time"
+            # A disk may finish between the cancel and its next look at it (its reader sends a
+            # slot of blocks at once): then it is done, and the retry must not ship it again.
+            finished = {d.device_key: d for d in last.done}
+            assert moving, "the cancel interrupted no disk in the middle of its upload"
+            assert len(moving) + len(finished) >= 2
             assert len({d.device_key for d in last.in_progress}) == len(last.in_progress)
 
             # Attempt 2 (a retry gets the last heartbeat): every disk resumes from its cursor.
@@ -87,6 +96,9 @@ async def test_disks_ship_at_once_and_an_interrupted_attempt_resumes_each_disk(
                 # Blocks below the cursor were hashed, not sent again; snapshot ids are kept.
                 assert result.resumed_blocks > 0
                 assert result.ebs_snapshot_id == d.writer["snapshot_id"]
+            for key, done in finished.items():  # reported again, not shipped again
+                assert by_key[key].ebs_snapshot_id == done.ebs_snapshot_id
+                assert by_key[key].bytes_shipped == done.bytes_shipped
             for result in second:
                 assert result.blocks_changed == 12  # 6 MiB of data in 512 KiB blocks
                 assert result.zero_blocks_skipped == 0

@@ -22,6 +22,7 @@ from snapship.ebs.client import (
     is_transient,
     make_clients,
 )
+from snapship.ebs.curl_options import HttpResult, perform
 from snapship.ebs.reader import read_snapshot
 from snapship.ebs.writer import EbsSnapshotWriter, client_token
 from snapship.telemetry.metrics import METRICS
@@ -154,3 +155,76 @@ def test_an_upload_is_one_span_with_its_totals_and_every_put_is_still_timed(
     assert attributes["snapship.blocks_sent"] == 5
     assert attributes["snapship.bytes_sent"] == 5 * EBS_BLOCK_SIZE
     assert timed_puts() - before == 5
+
+
+def send_signed(clients: AwsClients, sid: str, index: int, data: bytes, digest: bytes) -> Any:
+    """What a VDDK reader does with a PUT the worker signed: send it with its own handle."""
+    signed = clients.ebs.sign_put(sid, index, digest)
+    handle = clients.ebs.block_send_options().new_handle()
+    try:
+        answer = perform(handle, "PUT", signed.url, signed.header_lines, memoryview(data))
+    finally:
+        handle.close()
+    return signed, HttpResult(answer.status, answer.header_lines, answer.body)
+
+
+def test_a_put_signed_here_and_sent_elsewhere_lands_and_carries_no_key(
+    aws: Any, clients: AwsClients
+) -> None:
+    sid = start(clients, "signed-elsewhere")
+    data, _ = block(6)
+    signed, result = send_signed(clients, sid, 2, data, hashlib.sha256(data).digest())
+    assert result.stored
+    assert clients.ebs.settle_put(sid, 2, result) is None
+    assert not any(aws.secret_access_key in line for line in signed.header_lines)
+    assert any(line.startswith("Authorization: AWS4-HMAC-SHA256 ") for line in signed.header_lines)
+    clients.ebs.complete_snapshot(SnapshotId=sid, ChangedBlocksCount=1)
+    EbsSnapshotWriter(clients.ebs, clients.ec2).wait_completed(sid, timeout_s=60)
+    assert read_snapshot(clients.ebs, sid, 3 * EBS_BLOCK_SIZE)[2 * EBS_BLOCK_SIZE :] == data
+
+
+@pytest.mark.parametrize("fault", ["bad-checksum", "unknown-snapshot", "throttled", "denied"])
+def test_a_put_sent_elsewhere_fails_with_what_boto3_raises(
+    aws: Any, clients: AwsClients, fault: str
+) -> None:
+    sid = start(clients, f"elsewhere-{fault}")
+    data, checksum = block(7)
+    digest = hashlib.sha256(data).digest()
+    if fault == "bad-checksum":
+        digest = hashlib.sha256(b"other").digest()
+        checksum = base64.b64encode(digest).decode()
+    elif fault == "unknown-snapshot":
+        sid = "snap-0123456789abcdef0"
+    one_fault = {
+        "throttled": {"fail_next": [
+            {"operation": "PutSnapshotBlock", "code": "RequestThrottledException", "count": 1}
+        ]},
+        "denied": {"access_denied_operations": ["PutSnapshotBlock"]},
+    }.get(fault, {})
+    aws.admin.set_faults(**one_fault)
+    _, result = send_signed(clients, sid, 0, data, digest)
+    ours = clients.ebs.settle_put(sid, 0, result)
+    aws.admin.set_faults(**one_fault)
+    # boto3 with one attempt, so its throttle is raised, not retried past
+    plain = aws.client("ebs", max_attempts=1) if fault == "throttled" else aws.client("ebs")
+    with pytest.raises(ClientError) as info:
+        put(plain, sid, 0, data, checksum)
+    theirs = info.value
+    assert isinstance(ours, ClientError) and type(ours).__name__ == type(theirs).__name__
+    assert ours.response["Error"] == theirs.response["Error"]
+    assert ours.response.get("Reason") == theirs.response.get("Reason")
+    if fault != "throttled":  # boto3 adds "(reached max retries: 0)" to a throttle's text
+        assert str(ours) == str(theirs)
+    assert is_transient(ours) == (fault == "throttled")
+
+
+def test_a_put_sent_elsewhere_that_cannot_connect_is_botocores_connection_error() -> None:
+    conn = AwsConnection(
+        region="us-east-1",
+        endpoint_url="http://127.0.0.1:9",
+        credentials=lambda: AwsCredentials("AKIAEXAMPLE", os.urandom(8).hex()),
+        connect_timeout_s=2,
+    )
+    ebs = make_clients(conn).ebs
+    failed = HttpResult(0, curl_code=7, curl_text="Failed to connect to 127.0.0.1 port 9")
+    assert isinstance(ebs.settle_put("snap-0123456789abcdef0", 0, failed), EndpointConnectionError)

@@ -18,12 +18,14 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from snapship.blocks import EBS_BLOCK_SIZE
+from snapship.blocks import EBS_BLOCK_SIZE, SourceBlock
 from snapship.checksums import linear_aggregate
 from snapship.ebs.client import EbsCallError
+from snapship.ebs.curl_options import HttpResult, SignedPut
 from snapship.ebs.writer import (
     Checkpoint,
     EbsSnapshotWriter,
+    SnapshotUpload,
     UploadCancelled,
     WriterSettings,
     client_token,
@@ -486,3 +488,108 @@ def test_a_snapshot_missing_past_the_not_found_window_fails_clearly() -> None:
     # One that EC2 shows late (eventual consistency) is still waited for.
     late = _GoneEc2(late=3)
     assert EbsSnapshotWriter(FakeEbs(), late, settings).wait_completed("snap-late") == "completed"
+
+
+# ----- blocks a VDDK reader process sent itself (DiskReader.send_blocks) ---------------------
+
+
+class RemoteEbs(FakeEbs):
+    """FakeEbs that also signs PUTs for a reader process and settles their outcomes: a 2xx
+    stored the block (recorded as sent elsewhere), 503 a server error, 403 access denied."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.signed: list[int] = []
+        self.sent_elsewhere: list[int] = []
+
+    def sign_put(self, snapshot_id: str, index: int, digest: bytes) -> SignedPut:
+        self.signed.append(index)
+        return SignedPut(f"http://ebs/snapshots/{snapshot_id}/blocks/{index}", ["X-Signed: 1"])
+
+    def settle_put(self, snapshot_id: str, index: int, result: HttpResult) -> Exception | None:
+        if result.stored:
+            self.sent_elsewhere.append(index)
+            return None
+        if result.status == 403:
+            return client_error("AccessDeniedException", 403)
+        return client_error("InternalServerException", 503)
+
+
+def remote_blocks(
+    writer: EbsSnapshotWriter, up: SnapshotUpload, blocks: list[tuple[int, bytes]],
+    answers: dict[int, int],
+) -> list[SourceBlock]:
+    """What send_blocks yields: the plan asked for each block, the reader's outcome attached,
+    and the bytes only of a block whose PUT failed."""
+    plan = writer.send_plan(up)
+    out = []
+    for index, data in blocks:
+        digest = hashlib.sha256(data).digest()
+        block = SourceBlock.of(index, data, digest)
+        put = None
+        if plan(index, digest, block.is_zero) is not None:
+            put = HttpResult(answers.get(index, 201))
+        keep = data if put is not None and not put.stored else b""
+        out.append(block._replace(data=keep, planned=True, put=put))
+    return out
+
+
+def test_blocks_the_reader_sent_are_settled_in_order_and_failed_ones_retried_here() -> None:
+    blocks = make_blocks(12, zero_every=4)
+    ebs = RemoteEbs()
+    writer = EbsSnapshotWriter(ebs, settings=fast_settings())
+    up = writer.start(1, None, "tok")
+    cp = writer.put_blocks(up, iter(remote_blocks(writer, up, blocks, {4: 503, 10: 503})))
+    writer.complete(up)
+
+    nonzero = [i for i, d in blocks if d != bytes(BS)]
+    assert sorted(ebs.signed) == nonzero  # zero blocks of a first sync are not even signed
+    assert set(ebs.sent_elsewhere) == set(nonzero) - {4, 10}
+    assert sorted(ebs.put_calls) == [4, 10]  # the retries, sent from here
+    assert ebs.blocks[4] == dict(blocks)[4] and ebs.blocks[10] == dict(blocks)[10]
+    assert cp.counters.blocks_sent == len(nonzero)
+    assert cp.counters.bytes_read == len(blocks) * BS
+    assert cp.counters.zero_blocks_skipped == len(blocks) - len(nonzero)
+    assert cp.cursor == blocks[-1][0] + 1
+    assert ebs.completed is not None
+    assert (ebs.completed["ChangedBlocksCount"], ebs.completed["Checksum"]) == expected_aggregate(
+        blocks, skip_zero=True
+    )
+
+
+def test_a_resumed_upload_has_the_reader_send_only_what_lies_past_the_cursor() -> None:
+    blocks = make_blocks(10, zero_every=3)
+    ebs = RemoteEbs()
+    writer = EbsSnapshotWriter(ebs, settings=fast_settings())
+    up = writer.resume("snap-fake", cursor=8, parent_snapshot_id="snap-parent")
+    cp = writer.put_blocks(up, iter(remote_blocks(writer, up, blocks, {})))
+    # With a parent every changed block is written, zeros included; below the cursor none.
+    assert ebs.signed == [i for i, _ in blocks if i >= 8]
+    assert cp.counters.blocks_below_cursor == 4
+    assert cp.counters.blocks_sent == len(blocks) - 4
+
+
+def test_a_permanent_answer_to_a_reader_sent_put_fails_at_once_with_a_checkpoint() -> None:
+    blocks = make_blocks(6, zero_every=100)
+    ebs = RemoteEbs()
+    writer = EbsSnapshotWriter(ebs, settings=fast_settings())
+    up = writer.start(1, None, "tok")
+    with pytest.raises(EbsCallError) as caught:
+        writer.put_blocks(up, iter(remote_blocks(writer, up, blocks, {4: 403})))
+    assert caught.value.code == "AccessDeniedException" and not caught.value.retryable
+    assert caught.value.checkpoint is not None and caught.value.checkpoint.cursor <= 4
+    assert ebs.put_calls == []  # a permanent fault is not sent again
+
+
+def test_a_planned_block_that_came_back_unsent_is_never_sent_empty() -> None:
+    blocks = make_blocks(3, zero_every=100)
+    ebs = RemoteEbs()
+    writer = EbsSnapshotWriter(ebs, settings=fast_settings())
+    up = writer.start(1, None, "tok")
+    lost = [
+        SourceBlock.of(i, b"", hashlib.sha256(d).digest())._replace(planned=True)
+        for i, d in blocks
+    ]
+    with pytest.raises(RuntimeError, match="neither sent nor skipped"):
+        writer.put_blocks(up, iter(lost))
+    assert ebs.put_calls == []

@@ -73,3 +73,14 @@ def test_throttled_client_limits_only_puts_across_threads() -> None:
     took = time.monotonic() - began
     assert calls.count("put") == 20
     assert took >= 0.9  # 20 blocks at 20 blocks/s after the first: about 1 s, never faster
+
+
+def test_a_cancelled_ship_waits_for_no_budget() -> None:
+    cancel = threading.Event()
+    throttle = Throttle(cancel=cancel)
+    throttle.set_share(mbps=0.01, requests_per_second=0)  # 1,250 bytes a second
+    throttle.before_request(4096)  # the first goes at once, into debt
+    threading.Timer(0.3, cancel.set).start()
+    began = time.monotonic()
+    throttle.before_request(4096)  # would wait seconds for the debt
+    assert time.monotonic() - began < 1.5

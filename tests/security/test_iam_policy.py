@@ -31,7 +31,12 @@ SERVICES = ("ebs", "ec2", "sts")
 ANNOTATION_SERVICES = {"EBSClient": "ebs", "EC2Client": "ec2", "STSClient": "sts"}
 NAME_RE = re.compile(r"^_*(ebs|ec2|sts)(?:_client)?$")
 # boto3 client methods that are not API operations.
+# snapship's EbsBlockClient: a PUT signed here is sent by a VDDK reader process, so signing it
+# needs what sending it needs; settling its outcome and the transport settings make no call.
+SIGNED_OPERATIONS = {"sign_put": "PutSnapshotBlock"}
 NON_API_METHODS = {
+    "settle_put",
+    "block_send_options",
     "close",
     "can_paginate",
     "generate_presigned_url",
@@ -163,7 +168,9 @@ def scan_source(source: str, filename: str, result: ScanResult) -> None:
             continue
         if method in NON_API_METHODS:
             continue
-        op = OPERATIONS[service].get(method)
+        op = OPERATIONS[service].get(method) or (
+            SIGNED_OPERATIONS.get(method) if service == "ebs" else None
+        )
         if op is None:
             result.unknown.append(f"{where}: {service}.{method} is not a {service} operation")
         else:

@@ -1,0 +1,172 @@
+"""The reader process's sender: PUTs whose bodies are blocks of the reader's shared memory.
+
+Why in the reader: the block is already here, read and hashed. When the worker sent every block
+itself, each one crossed into the worker (a copy out of shared memory, a reply to unpickle, a
+future, a thread hand-off) before its PUT; that per-block Python in the worker was most of the
+CPU per GiB shipped. Here libcurl reads each body straight from the slot, and the worker handles
+one reply per slot.
+
+One thread drives every transfer through libcurl's multi interface: measured sending 1 GiB to a
+fast local sink, 0.25-0.29 CPU-s against 0.49-0.61 for 32 threads with a blocking handle each
+(the threads' GIL hand-offs and wake-ups cost more than the transfers).
+
+What stays in the worker: the AWS credentials (each PUT arrives already signed, for that one
+request), the throttle, the retries and the error mapping. This module only moves bytes and
+reports how each transfer ended; a PUT that failed is retried by the worker like any other.
+It imports pycurl and nothing of botocore: a reader starts per disk per run.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pycurl
+
+from snapship.blocks import EBS_BLOCK_SIZE
+from snapship.ebs.curl_options import HttpResult, prepare, was_connected
+from snapship.vddk.protocol import SLOT_BYTES, Reply, SendReply, SendRequest, SendSetup
+
+log = logging.getLogger("snapship.vddk.reader_process")
+
+SELECT_S = 0.01
+"""Longest wait for socket activity while transfers run (new requests are looked at between)."""
+
+
+class ReplyChannel(Protocol):
+    def send(self, message: object) -> None: ...
+
+
+@dataclass
+class _Request:
+    req: SendRequest
+    results: list[HttpResult | None]
+    left: int
+
+
+@dataclass
+class _Transfer:
+    request: _Request
+    position: int
+    lines: list[bytes]
+    answer: io.BytesIO
+    began: float = field(default_factory=time.perf_counter)
+
+
+class Sender:
+    """Sends the PUTs of SendRequests, at most `connections` at once, on one thread."""
+
+    def __init__(self, view: memoryview, channel: ReplyChannel, setup: SendSetup) -> None:
+        self._view = view
+        self._channel = channel
+        self._options = setup.options
+        self._connections = max(1, setup.connections)
+        self._requests: queue.SimpleQueue[SendRequest | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="vddk-send", daemon=True)
+        self._thread.start()
+
+    def submit(self, req: SendRequest) -> None:
+        self._requests.put(req)
+
+    def close(self) -> None:
+        """Stop; transfers still under way are dropped unanswered. The worker closes a reader
+        only once it waits for no reply (every send answered, or the upload abandoned)."""
+        self._requests.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        multi = pycurl.CurlMulti()
+        idle: list[pycurl.Curl] = []
+        handles = 0
+        waiting: deque[tuple[_Request, int]] = deque()
+        active: dict[pycurl.Curl, _Transfer] = {}
+        stopping = False
+
+        def finish(handle: pycurl.Curl, failure: tuple[int, str] | None) -> None:
+            nonlocal handles
+            t = active.pop(handle)
+            multi.remove_handle(handle)
+            seconds = time.perf_counter() - t.began
+            if failure is not None:
+                result = HttpResult(
+                    0, curl_code=failure[0], curl_text=failure[1],
+                    connected=was_connected(handle), seconds=seconds,
+                )
+                handle.close()  # its connection may be half-used: the next starts clean
+                handles -= 1
+            else:
+                status = int(handle.getinfo(pycurl.RESPONSE_CODE))
+                result = (
+                    HttpResult(status, seconds=seconds) if 200 <= status < 300
+                    else HttpResult(status, t.lines, t.answer.getvalue(), seconds=seconds)
+                )
+                idle.append(handle)
+            self._settle(t.request, t.position, result)
+
+        try:
+            while True:
+                while not stopping:
+                    try:
+                        req = self._requests.get(block=not (active or waiting))
+                    except queue.Empty:
+                        break
+                    if req is None:
+                        stopping = True
+                        break
+                    request = _Request(req, [None] * len(req.puts), len(req.puts))
+                    if not req.puts:
+                        self._channel.send(Reply(req.req_id, SendReply([])))
+                    waiting.extend((request, i) for i in range(len(req.puts)))
+                if stopping:
+                    return  # `finally` drops whatever is still under way
+                while waiting and (idle or handles < self._connections):
+                    if not idle:
+                        idle.append(self._options.new_handle())
+                        handles += 1
+                    request, i = waiting.popleft()
+                    put = request.req.puts[i]
+                    if not 0 <= put.block < SLOT_BYTES // EBS_BLOCK_SIZE:
+                        bad = HttpResult(0, curl_code=-1, curl_text=f"no block {put.block} here")
+                        self._settle(request, i, bad)
+                        continue
+                    handle = idle.pop()
+                    start = request.req.slot * SLOT_BYTES + put.block * EBS_BLOCK_SIZE
+                    lines, answer = prepare(
+                        handle, "PUT", put.url, put.header_lines,
+                        self._view[start : start + EBS_BLOCK_SIZE],
+                    )
+                    active[handle] = _Transfer(request, i, lines, answer)
+                    multi.add_handle(handle)
+                if not active:
+                    continue
+                while multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+                    pass
+                while True:
+                    queued, ok, failed = multi.info_read()
+                    for handle in ok:
+                        finish(handle, None)
+                    for handle, code, text in failed:
+                        finish(handle, (int(code), str(text)))
+                    if not queued:
+                        break
+                if active:
+                    multi.select(SELECT_S)
+        finally:
+            for handle in list(active):
+                multi.remove_handle(handle)
+            for handle in [*active, *idle]:
+                handle.close()
+            multi.close()
+
+    def _settle(self, request: _Request, position: int, result: HttpResult) -> None:
+        request.results[position] = result
+        request.left -= 1
+        if request.left == 0:
+            done = [r for r in request.results if r is not None]
+            self._channel.send(Reply(request.req.req_id, SendReply(done)))

@@ -1,0 +1,189 @@
+"""A reader process sends the blocks a plan signs, straight from its shared memory: exactly those
+blocks, byte for byte, each with its own headers; every other block comes back unsent; a
+refused or failed PUT comes back with its answer and the block's bytes, for the worker to retry."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from vddk_support import Env, pattern
+
+import snapship.vddk.reader as reader_module
+from snapship.blocks import EBS_BLOCK_SIZE, ZERO_BLOCK_SHA256
+from snapship.ebs.curl_options import CurlOptions, SignedPut
+
+MIB = 1024 * 1024
+BS = EBS_BLOCK_SIZE
+CREATED = b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
+
+
+@dataclass
+class Recorder:
+    """A keep-alive HTTP/1.1 server that records each PUT and answers as `answer` says."""
+
+    port: int = 0
+    got: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    """path -> (the X-Block header, SHA-256 of the body)"""
+    answer: dict[str, bytes] = field(default_factory=dict)
+    """path -> a raw answer instead of 201; b"" closes the connection without one."""
+    stall: set[str] = field(default_factory=set)
+    """paths answered never (the connection stays open)."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def serve(self, server: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._conn, args=(conn,), daemon=True).start()
+
+    def _conn(self, conn: socket.socket) -> None:
+        pending = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in pending:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    pending += chunk
+                head, _, pending = pending.partition(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                path = lines[0].split()[1]
+                headers = {k.strip().lower(): v.strip() for k, _, v in
+                           (line.partition(":") for line in lines[1:])}
+                length = int(headers["content-length"])
+                while len(pending) < length:
+                    pending += conn.recv(65536)
+                body, pending = pending[:length], pending[length:]
+                with self.lock:
+                    self.got[path] = (headers.get("x-block", ""), hashlib.sha256(body).digest())
+                    reply = self.answer.get(path, CREATED)
+                if path in self.stall:
+                    threading.Event().wait()
+                if not reply:
+                    return
+                conn.sendall(reply)
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    server = socket.create_server(("127.0.0.1", 0))
+    rec = Recorder(port=server.getsockname()[1])
+    threading.Thread(target=rec.serve, args=(server,), daemon=True).start()
+    yield rec
+    server.close()
+
+
+def test_the_reader_sends_exactly_the_planned_blocks_byte_for_byte(
+    env: Env, recorder: Recorder
+) -> None:
+    cap = 9 * MIB + 100 * 1024  # a partial tail block, shipped zero-padded
+    disk = env.store.create_disk("ds1", "vm-1", "vm-1", cap, cbt_enabled=True)
+    disk.write(0, pattern(0, cap, 5))
+    disk.write(2 * MIB, bytes(BS))  # block 4 is all zeros
+    point = env.publish(disk)
+    want = [0, 1, 2, 3, 4, 5, 9, 10, 11, 12, 13, 18]
+    skip = {3, 12}  # e.g. below a resume cursor
+    planned: list[tuple[int, bool]] = []
+
+    def plan(index: int, digest: bytes, is_zero: bool) -> SignedPut | None:
+        planned.append((index, is_zero))
+        if index in skip:
+            return None
+        return SignedPut(
+            f"http://127.0.0.1:{recorder.port}/b/{index}",
+            [f"X-Block: {index}", "Content-Type: application/octet-stream"],
+        )
+
+    with env.reader(point, send_window=8) as reader:
+        blocks = list(reader.send_blocks(want, plan, CurlOptions()))
+        content = disk.read(0, cap, point.file)
+
+    assert [b.block_index for b in blocks] == want
+    assert sorted(i for i, _ in planned) == want
+    padded = content + bytes(-len(content) % BS)
+    for b in blocks:
+        expected = hashlib.sha256(padded[b.block_index * BS : (b.block_index + 1) * BS]).digest()
+        assert b.digest == expected and b.planned and b.data == b""
+        assert b.is_zero == (expected == ZERO_BLOCK_SHA256) == (b.block_index == 4)
+        if b.block_index in skip:
+            assert b.put is None
+            assert f"/b/{b.block_index}" not in recorder.got
+        else:
+            assert b.put is not None and b.put.stored and b.put.status == 201
+            assert recorder.got[f"/b/{b.block_index}"] == (str(b.block_index), expected)
+    assert len(recorder.got) == len(want) - len(skip)
+
+
+def test_a_refused_or_broken_put_comes_back_with_its_answer_and_the_blocks_bytes(
+    env: Env, recorder: Recorder
+) -> None:
+    cap = 4 * MIB
+    disk = env.store.create_disk("ds1", "vm-1", "vm-1", cap, cbt_enabled=True)
+    disk.write(0, pattern(0, cap, 9))
+    point = env.publish(disk)
+    body = b'{"message":"slow down"}'
+    recorder.answer["/b/2"] = (
+        b"HTTP/1.1 400 Bad Request\r\nx-amzn-ErrorType: RequestThrottledException\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    recorder.answer["/b/5"] = b""  # the connection drops with no answer
+
+    def plan(index: int, digest: bytes, is_zero: bool) -> SignedPut:
+        return SignedPut(f"http://127.0.0.1:{recorder.port}/b/{index}", [f"X-Block: {index}"])
+
+    with env.reader(point, send_window=4) as reader:
+        blocks = {b.block_index: b for b in reader.send_blocks(range(8), plan, CurlOptions())}
+        content = disk.read(0, cap, point.file)
+
+    refused, broken = blocks[2].put, blocks[5].put
+    assert refused.status == 400 and not refused.stored
+    assert refused.body == body
+    assert any(b"RequestThrottledException" in line for line in refused.header_lines)
+    assert broken.status == 0 and broken.curl_code != 0 and broken.curl_text
+    for index in (2, 5):
+        assert blocks[index].data == content[index * BS : (index + 1) * BS]
+    assert all(blocks[i].put.stored and blocks[i].data == b"" for i in (0, 1, 3, 4, 6, 7))
+
+
+class Cancelled(Exception):
+    pass
+
+
+def test_a_cancel_while_a_send_stalls_ends_the_wait_at_once_and_stops_the_reader(
+    env: Env, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reader_module, "ABANDON_GRACE_S", 1.0)
+    disk = env.store.create_disk("ds1", "vm-1", "vm-1", 4 * MIB, cbt_enabled=True)
+    disk.write(0, pattern(0, 4 * MIB, 3))
+    point = env.publish(disk)
+    recorder.stall.add("/b/1")  # the endpoint takes the body and never answers
+
+    def plan(index: int, digest: bytes, is_zero: bool) -> SignedPut:
+        return SignedPut(f"http://127.0.0.1:{recorder.port}/b/{index}", [f"X-Block: {index}"])
+
+    cancel_at = time.monotonic() + 0.5
+
+    def stop() -> None:
+        if time.monotonic() >= cancel_at:
+            raise Cancelled()
+
+    began = time.monotonic()
+    with env.reader(point, send_window=8) as reader:
+        pid = reader.reader_pid
+        with pytest.raises(Cancelled):
+            for b in reader.send_blocks(range(8), plan, CurlOptions(), stop):
+                assert b.block_index == 0  # block 1 never ends, nor anything after it
+        stopped = time.monotonic() - began
+    assert stopped < 0.5 + 1.0 + 2.0  # the cancel, the grace, and slack: not the HTTP timeout
+    assert time.monotonic() - began < 10
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
