@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--in-flight", type=int, default=48, help="the writer's window (blocks)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "reader_send.json")
+    ap.add_argument(
+        "--profile-reader", type=Path,
+        help="py-spy raw profile (GIL holders, 500 Hz) of the reader while it sends; "
+        "summarise with bench/profile_summary.py",
+    )
     args = ap.parse_args()
     subprocess.run(["make", "-s", "-C", str(STUB)], check=True)
     size = args.size_mib * 1024 * 1024
@@ -96,10 +102,22 @@ def main() -> None:
                     window: int) -> None:
                 with reader(window) as r:
                     writer = EbsSnapshotWriter(clients.ebs, settings=settings)
+                    spy = None
+                    if args.profile_reader and name == "reader_sends":
+                        spy = subprocess.Popen(
+                            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                             str(r.reader_pid), "--gil", "-r", "500", "-f", "raw", "-o",
+                             str(args.profile_reader)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        )
+                        time.sleep(1)  # attached before the first block
                     cpu0, rcpu0 = _self_cpu(), _proc_cpu(r.reader_pid)
                     t0 = time.perf_counter()
                     ship(writer, r)
                     secs = time.perf_counter() - t0
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)  # py-spy writes its file on interrupt
+                        spy.wait(60)
                     m = {
                         "mb_per_s": size / secs / 1e6,
                         "worker_cpu_s_per_gib": (_self_cpu() - cpu0) * GIB / size,

@@ -63,6 +63,8 @@ class SignedPut(NamedTuple):
 
     url: str
     header_lines: list[str]
+    paced: bool = False
+    """A throttle held it to a budget: send it now, not together with other blocks."""
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,11 @@ class Throttle:
         self.bytes.set_rate(mbps * 1_000_000 / BITS_PER_BYTE)
         self.requests.set_rate(requests_per_second)
 
+    @property
+    def pacing(self) -> bool:
+        """Whether a budget is set (else nothing waits)."""
+        return bool(self.bytes.rate or self.requests.rate)
+
     def before_request(self, nbytes: int) -> None:
         self.requests.take(1, self._sleep, self.cancel)
         self.bytes.take(nbytes, self._sleep, self.cancel)
@@ -124,7 +129,8 @@ class ThrottledEbs:
         """A PUT that a VDDK reader will send: held to the throttle here, before it is signed
         (so the signature is fresh when the wait ends)."""
         self._throttle.before_request(EBS_BLOCK_SIZE)
-        return self._ebs.sign_put(snapshot_id, index, digest)
+        signed = self._ebs.sign_put(snapshot_id, index, digest)
+        return signed._replace(paced=self._throttle.pacing)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ebs, name)

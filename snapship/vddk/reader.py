@@ -66,17 +66,18 @@ class _Stage:
     run: ReadRun
     slot: int
     read: Future[Any]
-    sends: dict[int, Future[Any]] | None = None
-    """Position in the run -> its PUT's reply (None until the read is done and planned)."""
+    sends: dict[int, tuple[Future[Any], int]] | None = None
+    """Position in the run -> the reply to the send request holding its PUT, and the PUT's
+    place in that request (None until the read is done and planned)."""
     digests: list[bytes] | None = None
 
     def sent(self) -> bool:
-        return self.sends is not None and all(f.done() for f in self.sends.values())
+        return self.sends is not None and all(f.done() for f, _ in self.sends.values())
 
     def pending(self) -> list[Future[Any]]:
         if self.sends is None:
             return [self.read]
-        return [f for f in self.sends.values() if not f.done()]
+        return list({id(f): f for f, _ in self.sends.values() if not f.done()}.values())
 
 
 class DiskReader:
@@ -228,10 +229,11 @@ class DiskReader:
         """Read, hash and send blocks for ascending `indices`; yield them in order as they end.
 
         A slot goes: read (at most `reads_in_flight` at once) -> `plan` signs a PUT for each of
-        its blocks that must be sent, and each goes to the reader process as soon as it is
-        signed (so a throttle in `plan` paces blocks, not slots) -> the reader sends it from the
-        slot -> the blocks are yielded with how each PUT ended (`SourceBlock.put`). Slots past
-        the reads keep sends in flight while the next reads go on, up to the `send_window`.
+        its blocks that must be sent, which go to the reader process together, or each as
+        soon as it is signed when a throttle paced it (a budget paces blocks, not slots) -> the
+        reader sends them from the slot -> the blocks are yielded with how each PUT ended
+        (`SourceBlock.put`). Slots past the reads keep sends in flight while the next reads go
+        on, up to the `send_window`.
         A failed PUT's block comes with its bytes, for the caller to retry. `stop` is called
         while waiting and raises to end early (the caller's cancel: a send can take as long as
         the endpoint lets it).
@@ -294,11 +296,23 @@ class DiskReader:
         reply: ReadReply = st.read.result()  # a failed read raises here, in order of arrival
         st.digests = reply.digests
         st.sends = {}
+        batch: list[HttpPut] = []
+
+        def flush() -> None:
+            if batch:
+                fut = self._proc.submit(SendRequest(self._proc.next_id(), st.slot, list(batch)))
+                assert st.sends is not None
+                for at, put in enumerate(batch):
+                    st.sends[put.block] = (fut, at)
+                batch.clear()
+
         for i, (index, digest) in enumerate(zip(st.run.indices, reply.digests, strict=True)):
             signed = plan(index, digest, digest == ZERO_BLOCK_SHA256)
             if signed is not None:
-                put = HttpPut(i, signed.url, signed.header_lines)
-                st.sends[i] = self._proc.submit(SendRequest(self._proc.next_id(), st.slot, [put]))
+                batch.append(HttpPut(i, signed.url, signed.header_lines))
+                if signed.paced:
+                    flush()
+        flush()
 
     def _sent(self, st: _Stage) -> list[SourceBlock]:
         assert st.sends is not None and st.digests is not None
@@ -308,8 +322,8 @@ class DiskReader:
             sent = st.sends.get(i)
             result = None
             if sent is not None:
-                reply: SendReply = sent.result()
-                result = reply.results[0]
+                reply: SendReply = sent[0].result()
+                result = reply.results[sent[1]]
             data = b""
             if result is not None and not result.stored:  # the caller retries it: its bytes
                 data = bytes(self._proc.shm[base + i * EBS_BLOCK_SIZE:

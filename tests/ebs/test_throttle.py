@@ -6,6 +6,7 @@ import threading
 import time
 from typing import Any
 
+from snapship.ebs.curl_options import SignedPut
 from snapship.ebs.throttle import Throttle, ThrottledEbs, TokenBucket
 
 BLOCK = 512 * 1024
@@ -84,3 +85,15 @@ def test_a_cancelled_ship_waits_for_no_budget() -> None:
     began = time.monotonic()
     throttle.before_request(4096)  # would wait seconds for the debt
     assert time.monotonic() - began < 1.5
+
+
+def test_a_signed_put_says_whether_a_budget_paced_it() -> None:
+    class Signer:
+        def sign_put(self, snapshot_id: str, index: int, digest: bytes) -> SignedPut:
+            return SignedPut(f"http://ebs/{snapshot_id}/{index}", [])
+
+    throttle = Throttle()
+    ebs = ThrottledEbs(Signer(), throttle)
+    assert not ebs.sign_put("snap-1", 0, b"d").paced
+    throttle.set_share(mbps=100, requests_per_second=0)
+    assert ebs.sign_put("snap-1", 1, b"d").paced

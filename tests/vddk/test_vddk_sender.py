@@ -18,6 +18,7 @@ from vddk_support import Env, pattern
 import snapship.vddk.reader as reader_module
 from snapship.blocks import EBS_BLOCK_SIZE, ZERO_BLOCK_SHA256
 from snapship.ebs.curl_options import CurlOptions, SignedPut
+from snapship.vddk.protocol import SendRequest
 
 MIB = 1024 * 1024
 BS = EBS_BLOCK_SIZE
@@ -187,3 +188,28 @@ def test_a_cancel_while_a_send_stalls_ends_the_wait_at_once_and_stops_the_reader
     assert time.monotonic() - began < 10
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("paced", [False, True])
+def test_paced_puts_go_one_by_one_and_the_others_a_slot_at_a_time(
+    env: Env, recorder: Recorder, paced: bool
+) -> None:
+    disk = env.store.create_disk("ds1", "vm-1", "vm-1", 4 * MIB, cbt_enabled=True)
+    disk.write(0, pattern(0, 4 * MIB, 4))
+    point = env.publish(disk)
+
+    def plan(index: int, digest: bytes, is_zero: bool) -> SignedPut:
+        return SignedPut(f"http://127.0.0.1:{recorder.port}/b/{index}", [], paced)
+
+    with env.reader(point, send_window=8) as reader:
+        sizes: list[int] = []
+        submit = reader._proc.submit
+
+        def counting(request: object) -> object:
+            if isinstance(request, SendRequest):
+                sizes.append(len(request.puts))
+            return submit(request)
+
+        reader._proc.submit = counting  # type: ignore[method-assign]
+        assert all(b.put.stored for b in reader.send_blocks(range(8), plan, CurlOptions()))
+    assert sizes == ([1] * 8 if paced else [4, 4])
