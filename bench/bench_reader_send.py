@@ -34,18 +34,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_vddk import THUMB, _proc_cpu, _self_cpu  # noqa: E402
-from sandbox.vcsim.disks import DiskStore  # noqa: E402
-from sandbox.vcsim.vddk_registry import StubRegistry  # noqa: E402
+from bench.bench_vddk import STUB, THUMB, _proc_cpu, _self_cpu, stub_disk  # noqa: E402
 from snapship.blocks import EBS_BLOCK_SIZE  # noqa: E402
 from snapship.ebs.client import AwsConnection, AwsCredentials, make_clients  # noqa: E402
 from snapship.ebs.writer import EbsSnapshotWriter, WriterSettings  # noqa: E402
-from snapship.vddk.process import VddkLibrary  # noqa: E402
 from snapship.vddk.reader import DiskReader  # noqa: E402
 
 GIB = 1 << 30
-CHUNK = 2 * 1024 * 1024
-STUB = ROOT / "sandbox" / "vddk_stub"
 
 
 def main() -> None:
@@ -78,24 +73,12 @@ def main() -> None:
         ), ebs_concurrency=args.in_flight)
         settings = WriterSettings(max_in_flight=args.in_flight)
         with tempfile.TemporaryDirectory(prefix="bench-reader-send-") as tmp:
-            state = Path(tmp)
-            os.environ["SNAPSHIP_STUB_VDDK_STATE"] = str(state)
-            store = DiskStore(state)
-            reg = StubRegistry(state)
-            reg.set_endpoint("127.0.0.1", 443, THUMB)
-            reg.set_users({"bench": "pw"})
-            disk = store.create_disk("ds1", "vm-1", "vm-1", size)
-            block = os.urandom(CHUNK)
-            for off in range(0, size, CHUNK):
-                disk.write(off, off.to_bytes(8, "little") + block[8:])
-            point = disk.snapshot()
-            reg.publish_snapshot("vm-1", "snapshot-1", [point.file])
-            lib = VddkLibrary(STUB / "build" / "libvixDiskLib.so.7.0.3", state / "vddk-work")
+            store, disk_path, lib = stub_disk(Path(tmp), size)
 
             def reader(send_window: int) -> DiskReader:
                 return DiskReader(lib, server="127.0.0.1", port=443, thumbprint=THUMB,
                                   username="bench", password="pw", vm_moref="vm-1",
-                                  snapshot_moref="snapshot-1", disk_path=point.file,
+                                  snapshot_moref="snapshot-1", disk_path=disk_path,
                                   send_window=send_window)
 
             def one(name: str, ship: Callable[[EbsSnapshotWriter, DiskReader], None],

@@ -62,6 +62,24 @@ def _measure(fn: Callable[[], bytes], size: int, reader_pid: int | None) -> dict
     return out
 
 
+def stub_disk(state: Path, size: int) -> tuple[DiskStore, str, VddkLibrary]:
+    """A sandbox disk of `size` bytes, every grain written, snapshotted and published for the
+    stub (user "bench", password "pw"): its store, the snapshot's file and the library."""
+    os.environ["SNAPSHIP_STUB_VDDK_STATE"] = str(state)
+    store = DiskStore(state)
+    reg = StubRegistry(state)
+    reg.set_endpoint("127.0.0.1", 443, THUMB)
+    reg.set_users({"bench": "pw"})
+    disk = store.create_disk("ds1", "vm-1", "vm-1", size)
+    block = os.urandom(CHUNK)
+    for off in range(0, size, CHUNK):
+        disk.write(off, off.to_bytes(8, "little") + block[8:])
+    point = disk.snapshot()
+    reg.publish_snapshot("vm-1", "snapshot-1", [point.file])
+    return store, point.file, VddkLibrary(STUB / "build" / "libvixDiskLib.so.7.0.3",
+                                          state / "vddk-work")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=512)
@@ -74,25 +92,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-vddk-") as tmp:
         state = Path(tmp)
-        os.environ["SNAPSHIP_STUB_VDDK_STATE"] = str(state)
-        store = DiskStore(state)
-        reg = StubRegistry(state)
-        reg.set_endpoint("127.0.0.1", 443, THUMB)
-        reg.set_users({"bench": "pw"})
-        disk = store.create_disk("ds1", "vm-1", "vm-1", size)
-        block = os.urandom(CHUNK)
-        for off in range(0, size, CHUNK):
-            disk.write(off, off.to_bytes(8, "little") + block[8:])
-        point = disk.snapshot()
-        reg.publish_snapshot("vm-1", "snapshot-1", [point.file])
+        store, disk_path, lib = stub_disk(state, size)
         data_file = state / "datastores" / "ds1" / "vm-1" / "vm-1.data"
-        lib = VddkLibrary(STUB / "build" / "libvixDiskLib.so.7.0.3", state / "vddk-work")
         fd = os.open(data_file, os.O_RDONLY)
         results: dict[str, dict[str, float]] = {}
         try:
             with DiskReader(lib, server="127.0.0.1", port=443, thumbprint=THUMB,
                             username="bench", password="pw", vm_moref="vm-1",
-                            snapshot_moref="snapshot-1", disk_path=point.file) as reader:
+                            snapshot_moref="snapshot-1", disk_path=disk_path) as reader:
 
                 def via_reader() -> bytes:
                     h = hashlib.sha256()

@@ -169,6 +169,16 @@ class DiskReader:
             ReadRequest(self._proc.next_id(), slot, start_sector, num_sectors, hash_blocks)
         )
 
+    def _read_run(self, run: ReadRun, capacity: int) -> tuple[int, Future[Any]]:
+        """Take a slot and read `run` into it, hashing each block; the slot and the reply."""
+        slot = self._take_slot()
+        try:
+            sectors = -(-run.length(capacity) // SECTOR_SIZE)
+            return slot, self._submit(slot, run.offset // SECTOR_SIZE, sectors, run.count)
+        except BaseException:
+            self._give_slot(slot)
+            raise
+
     # ----- reads -------------------------------------------------------------------------------
 
     def blocks(self, indices: Iterable[int]) -> Iterator[SourceBlock]:
@@ -187,15 +197,7 @@ class DiskReader:
                     run = next(runs, None)
                     if run is None:
                         break
-                    length = run.length(capacity)
-                    sectors = -(-length // SECTOR_SIZE)
-                    slot = self._take_slot()
-                    try:
-                        fut = self._submit(slot, run.offset // SECTOR_SIZE, sectors, run.count)
-                    except BaseException:
-                        self._give_slot(slot)
-                        raise
-                    queued.append((run, slot, fut))
+                    queued.append((run, *self._read_run(run, capacity)))
                 if not queued:
                     return
                 run, slot, fut = queued.popleft()
@@ -255,14 +257,7 @@ class DiskReader:
                     run = next(runs, None)
                     if run is None:
                         break
-                    sectors = -(-run.length(capacity) // SECTOR_SIZE)
-                    slot = self._take_slot()
-                    try:
-                        fut = self._submit(slot, run.offset // SECTOR_SIZE, sectors, run.count)
-                    except BaseException:
-                        self._give_slot(slot)
-                        raise
-                    stages.append(_Stage(run, slot, fut))
+                    stages.append(_Stage(run, *self._read_run(run, capacity)))
                     reading += 1
                 if not stages:
                     return
