@@ -68,11 +68,34 @@ class Sender:
         self._options = setup.options
         self._connections = max(1, setup.connections)
         self._requests: queue.SimpleQueue[SendRequest | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="vddk-send", daemon=True)
+        self._broken: str | None = None
+        self._unanswered: dict[int, _Request] = {}
+        self._thread = threading.Thread(target=self._guarded, name="vddk-send", daemon=True)
         self._thread.start()
 
     def submit(self, req: SendRequest) -> None:
-        self._requests.put(req)
+        if self._broken is not None:
+            self._channel.send(Reply(req.req_id, error=RuntimeError(self._broken)))
+        else:
+            self._requests.put(req)
+
+    def _guarded(self) -> None:
+        """A fault of the sender itself answers every request it holds, and every later one,
+        with that fault: the worker sees a failed attempt at once, not a silent reader."""
+        try:
+            self._run()
+        except Exception as exc:
+            self._broken = f"the VDDK reader's sender failed: {type(exc).__name__}: {exc}"
+            log.error("%s", self._broken)
+            for request in list(self._unanswered.values()):
+                self._channel.send(Reply(request.req.req_id, error=RuntimeError(self._broken)))
+            while True:
+                try:
+                    req = self._requests.get_nowait()
+                except queue.Empty:
+                    return
+                if req is not None:
+                    self._channel.send(Reply(req.req_id, error=RuntimeError(self._broken)))
 
     def close(self) -> None:
         """Stop; transfers still under way are dropped unanswered. The worker closes a reader
@@ -122,6 +145,8 @@ class Sender:
                     request = _Request(req, [None] * len(req.puts), len(req.puts))
                     if not req.puts:
                         self._channel.send(Reply(req.req_id, SendReply([])))
+                        continue
+                    self._unanswered[req.req_id] = request
                     waiting.extend((request, i) for i in range(len(req.puts)))
                 if stopping:
                     return  # `finally` drops whatever is still under way
@@ -137,10 +162,16 @@ class Sender:
                         continue
                     handle = idle.pop()
                     start = request.req.slot * SLOT_BYTES + put.block * EBS_BLOCK_SIZE
-                    lines, answer = prepare(
-                        handle, "PUT", put.url, put.header_lines,
-                        self._view[start : start + EBS_BLOCK_SIZE],
-                    )
+                    try:
+                        lines, answer = prepare(
+                            handle, "PUT", put.url, put.header_lines,
+                            self._view[start : start + EBS_BLOCK_SIZE],
+                        )
+                    except (pycurl.error, ValueError, TypeError) as exc:  # e.g. a bad header
+                        idle.append(handle)
+                        text = f"could not set up the PUT: {type(exc).__name__}: {exc}"
+                        self._settle(request, i, HttpResult(0, curl_code=-1, curl_text=text))
+                        continue
                     active[handle] = _Transfer(request, i, lines, answer)
                     multi.add_handle(handle)
                 if not active:
@@ -168,5 +199,6 @@ class Sender:
         request.results[position] = result
         request.left -= 1
         if request.left == 0:
+            self._unanswered.pop(request.req.req_id, None)
             done = [r for r in request.results if r is not None]
             self._channel.send(Reply(request.req.req_id, SendReply(done)))

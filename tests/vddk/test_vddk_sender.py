@@ -213,3 +213,24 @@ def test_paced_puts_go_one_by_one_and_the_others_a_slot_at_a_time(
         reader._proc.submit = counting  # type: ignore[method-assign]
         assert all(b.put.stored for b in reader.send_blocks(range(8), plan, CurlOptions()))
     assert sizes == ([1] * 8 if paced else [4, 4])
+
+
+def test_a_put_the_sender_cannot_set_up_fails_alone_and_the_reader_goes_on(
+    env: Env, recorder: Recorder
+) -> None:
+    disk = env.store.create_disk("ds1", "vm-1", "vm-1", 4 * MIB, cbt_enabled=True)
+    disk.write(0, pattern(0, 4 * MIB, 6))
+    point = env.publish(disk)
+
+    def plan(index: int, digest: bytes, is_zero: bool) -> SignedPut:
+        header = "X-Block: \u00e9" if index == 1 else f"X-Block: {index}"  # not ASCII: refused
+        return SignedPut(f"http://127.0.0.1:{recorder.port}/b/{index}", [header])
+
+    with env.reader(point, send_window=8) as reader:
+        blocks = {b.block_index: b for b in reader.send_blocks(range(8), plan, CurlOptions())}
+        content = disk.read(0, 4 * MIB, point.file)
+    bad = blocks[1].put
+    assert bad.status == 0 and "could not set up the PUT" in bad.curl_text
+    assert blocks[1].data == content[BS : 2 * BS]  # for the worker to send itself
+    assert all(blocks[i].put.stored for i in range(8) if i != 1)
+    assert "/b/1" not in recorder.got and len(recorder.got) == 7
