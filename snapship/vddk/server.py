@@ -12,8 +12,8 @@ Threads, as VMware demands:
 - one thread per disk handle: every ReadAsync/Wait of that handle, a bounded number in flight,
   and the SHA-256 of each 512 KiB block, computed where the data is;
 - a receiver thread that only routes requests from the control socket;
-- the sender's threads (snapship.vddk.sender), when the worker asks the reader to send blocks:
-  libcurl PUTs the worker signed, bodies straight from the slots. They never call VDDK.
+- the sender's thread (snapship.vddk.sender), when the worker asks the reader to send blocks:
+  libcurl PUTs the worker signed, bodies straight from the slots. It never calls VDDK.
 When the worker goes away (socket closed), the reader waits for its reads, closes and exits.
 """
 
@@ -178,7 +178,7 @@ class ReaderProcess:
         self.sender: Sender | None = None
 
     def route(self, message: Any) -> None:
-        """Receiver thread: reads go to the handle's thread, sends to the sender's threads,
+        """Receiver thread: reads go to the handle's thread, sends to the sender's thread,
         everything else to the main one."""
         if isinstance(message, ReadRequest):
             if self.reader is None:
