@@ -53,6 +53,12 @@ def ec2_state(ec2: Any, sid: str) -> str:
     return str(ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]["State"])
 
 
+SEALING_S = 4.0
+"""A sealing delay for tests that look at a snapshot while it is still sealing: long enough that
+a loaded 2-core machine still finds it `pending` (0.3-0.4 s was not: a fresh-clone CI run saw
+`completed` before its next call)."""
+
+
 def wait_state(ec2: Any, sid: str, want: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     state = ec2_state(ec2, sid)

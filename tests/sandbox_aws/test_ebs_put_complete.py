@@ -13,6 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 from sandbox_aws_helpers import (
     BLOCK,
+    SEALING_S,
     b64sha,
     complete,
     ec2_state,
@@ -112,7 +113,7 @@ def test_complete_needs_sha256_and_linear(ebs: Any) -> None:
 
 
 def test_sealing_then_completed_and_no_more_writes(aws: Any, ebs: Any, ec2: Any) -> None:
-    aws.admin.set_faults(complete_delay_seconds=0.4)
+    aws.admin.set_faults(complete_delay_seconds=SEALING_S)
     rng = random.Random(5)
     blocks = {0: rand_block(rng)}
     sid = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]

@@ -9,6 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 from sandbox_aws_helpers import (
     BLOCK,
+    SEALING_S,
     complete,
     ec2_state,
     error_of,
@@ -20,7 +21,7 @@ from sandbox_aws_helpers import (
 
 
 def test_describe_snapshots_mirrors_state_size_tags(aws: Any, ebs: Any, ec2: Any) -> None:
-    aws.admin.set_faults(complete_delay_seconds=0.3)
+    aws.admin.set_faults(complete_delay_seconds=SEALING_S)
     sid = ebs.start_snapshot(VolumeSize=5, Description="d0",
                              Tags=[{"Key": "group", "Value": "g1"}])["SnapshotId"]
     snap = ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]
