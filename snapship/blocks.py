@@ -161,9 +161,9 @@ class SourceBlock(NamedTuple):
     derived from it, so the worker neither hashes nor scans the bytes again.
 
     When the reader process was told which blocks to send (`planned`), it sent them itself:
-    `put` is then how the PUT ended (a `snapship.vddk.protocol.HttpResult`), or None for a block
-    the plan did not send; `data` is empty but for a failed PUT, whose bytes the worker needs to
-    retry it.
+    `put` is then how the PUT ended (a `snapship.ebs.curl_options.HttpResult`), or None for a
+    block the plan did not send; `data` is empty but for a failed PUT, whose bytes the worker
+    needs to retry it.
     """
 
     block_index: int

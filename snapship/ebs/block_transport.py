@@ -132,9 +132,8 @@ class EbsBlockClient:
         # The body hash SigV4 needs is the block's SHA-256 the caller has (over HTTP and HTTPS
         # alike); the signer adds it as X-Amz-Content-SHA256.
         body_hash = base64.b64decode(checksum).hex() if algorithm == "SHA256" else None
-        path = f"{self._base_path}/snapshots/{snapshot_id}/blocks/{index}"
-        url = f"{self._endpoint}/snapshots/{snapshot_id}/blocks/{index}"
-        return url, path, headers, body_hash
+        path = _block_path(snapshot_id, index)
+        return self._endpoint + path, self._base_path + path, headers, body_hash
 
     def _put(
         self,
@@ -209,9 +208,9 @@ class EbsBlockClient:
         None if it stored the block, else the exception boto3 would have raised for it."""
         error: Exception | None = None
         if result.status == 0:
-            url = f"{self._endpoint}/snapshots/{snapshot_id}/blocks/{index}"
             error = self._http.transport_error(
-                result.curl_code, result.curl_text, result.connected, url
+                result.curl_code, result.curl_text, result.connected,
+                self._endpoint + _block_path(snapshot_id, index),
             )
         elif not result.stored:
             raw = {
@@ -258,3 +257,8 @@ class EbsBlockClient:
             parsed.update(self._parser.parse(raw, shape))
         error: Exception = self._client.exceptions.from_code(code)(parsed, OPERATION)
         return error
+
+
+def _block_path(snapshot_id: str, index: int) -> str:
+    """PutSnapshotBlock's path below the endpoint."""
+    return f"/snapshots/{snapshot_id}/blocks/{index}"

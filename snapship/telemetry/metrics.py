@@ -199,13 +199,24 @@ def _observe(
     # the calls made per block, which pass traced=False).
     with span(f"{kind}.{operation}") if traced else nullcontext():
         start = time.perf_counter()
+        failed: BaseException | None = None
         try:
             yield
         except BaseException as exc:
-            errors.labels(operation=operation, error=error_label(exc)).inc()
+            failed = exc
             raise
         finally:
-            histogram.labels(operation=operation).observe(time.perf_counter() - start)
+            _count(histogram, errors, operation, time.perf_counter() - start, failed)
+
+
+def _count(
+    histogram: Histogram, errors: Counter, operation: str, seconds: float,
+    error: BaseException | None,
+) -> None:
+    """How every call is counted: its time, and its error by label."""
+    if error is not None:
+        errors.labels(operation=operation, error=error_label(error)).inc()
+    histogram.labels(operation=operation).observe(seconds)
 
 
 def observe_vcenter_call(
@@ -240,9 +251,7 @@ def record_ebs_call(
     """Count and time an EBS call another process made for us (a VDDK reader sending a block
     the worker signed), as `observe_ebs_call` counts the worker's own."""
     m = metrics or METRICS
-    if error is not None:
-        m.ebs_call_errors.labels(operation=operation, error=error_label(error)).inc()
-    m.ebs_call.labels(operation=operation).observe(seconds)
+    _count(m.ebs_call, m.ebs_call_errors, operation, seconds, error)
 
 
 @contextmanager
