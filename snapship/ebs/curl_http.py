@@ -93,7 +93,7 @@ class CurlHttp:
             ca_path=self._ca_path,
         )
 
-    def send(self, method: str, url: str, headers: dict[str, str], body: bytes) -> CurlResponse:
+    def send(self, method: str, url: str, header_lines: list[str], body: bytes) -> CurlResponse:
         """One request; raises botocore's transport exceptions (the connection's faults only:
         an HTTP error status is an answer, returned like any other)."""
         try:
@@ -102,9 +102,7 @@ class CurlHttp:
             handle = self.options_for(url).new_handle()
         try:
             try:
-                answer = perform(
-                    handle, method, url, [f"{k}: {v}" for k, v in headers.items()], body
-                )
+                answer = perform(handle, method, url, header_lines, body)
             except pycurl.error as exc:
                 code = int(exc.args[0]) if exc.args else -1
                 text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)

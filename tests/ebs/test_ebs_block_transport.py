@@ -228,3 +228,47 @@ def test_a_put_sent_elsewhere_that_cannot_connect_is_botocores_connection_error(
     ebs = make_clients(conn).ebs
     failed = HttpResult(0, curl_code=7, curl_text="Failed to connect to 127.0.0.1 port 9")
     assert isinstance(ebs.settle_put("snap-0123456789abcdef0", 0, failed), EndpointConnectionError)
+
+
+def test_a_signed_put_is_the_request_boto3_signs_for_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against AWS (HTTPS), botocore signs PutSnapshotBlock with the body outside the signature
+    (UNSIGNED-PAYLOAD, as AWS documents for this call) and the checksum header inside it. The
+    PUT signed here must carry exactly the signature boto3's own call would, at the same second,
+    or EBS answers SignatureDoesNotMatch; the local AWS does not check signatures, so this is
+    where a change to the signing is caught."""
+    import datetime
+
+    import botocore.auth
+
+    connection = AwsConnection(
+        region="eu-west-1",
+        credentials=lambda: AwsCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG", "token-1"),
+    )
+    ebs = make_clients(connection).ebs
+    assert isinstance(ebs, EbsBlockClient)
+    data, checksum = block(9)
+    signed = ebs.sign_put("snap-0123456789abcdef0", 5, hashlib.sha256(data).digest())
+    ours = {k.lower(): v for k, v in (line.split(": ", 1) for line in signed.header_lines)}
+    assert signed.url == "https://ebs.eu-west-1.amazonaws.com/snapshots/snap-0123456789abcdef0/blocks/5"
+
+    at = datetime.datetime.strptime(ours["x-amz-date"], "%Y%m%dT%H%M%SZ")
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: at)
+    theirs: dict[str, str] = {}
+
+    class Sent(Exception):
+        """boto3's request, captured instead of sent."""
+
+    def capture(request: Any, **_: Any) -> None:
+        theirs.update({k.lower(): v.decode() if isinstance(v, bytes) else v
+                       for k, v in request.headers.items()})
+        raise Sent
+
+    ebs._client.meta.events.register_first("before-send.ebs.PutSnapshotBlock", capture)
+    with pytest.raises(Sent):
+        put(ebs._client, "snap-0123456789abcdef0", 5, data, checksum)
+    assert theirs["x-amz-date"] == ours["x-amz-date"]
+    assert ours["authorization"] == theirs["authorization"]
+    assert ours["x-amz-security-token"] == "token-1"
+    assert ours["x-amz-content-sha256"] == theirs["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    # The same headers besides (libcurl adds Content-Length; the SDK's own are unsigned).
+    assert set(ours) == set(theirs) - {"amz-sdk-invocation-id", "amz-sdk-request", "content-length"}

@@ -91,7 +91,7 @@ BODY = os.urandom(512 * 1024)
 def test_the_body_arrives_whole_with_no_expect_round_trip(plain: str) -> None:
     http = CurlHttp()
     for _ in range(3):  # the handle and its connection are reused
-        answer = http.send("PUT", f"{plain}/snapshots/snap-1/blocks/7", {"X-A": "1"}, BODY)
+        answer = http.send("PUT", f"{plain}/snapshots/snap-1/blocks/7", ["X-A: 1"], BODY)
         assert answer.status_code == 200
         assert answer.headers["x-body-sha256"] == hashlib.sha256(BODY).hexdigest()
         assert answer.headers["X-Expect"] == "none"
@@ -102,16 +102,16 @@ def test_the_body_arrives_whole_with_no_expect_round_trip(plain: str) -> None:
 def test_tls_is_verified_against_the_given_ca_bundle(tls_server: tuple[str, Path]) -> None:
     url, ca = tls_server
     with pytest.raises(SSLError) as info:
-        CurlHttp(verify=True).send("PUT", f"{url}/x", {}, BODY)  # certifi's bundle: unknown CA
+        CurlHttp(verify=True).send("PUT", f"{url}/x", [], BODY)  # certifi's bundle: unknown CA
     assert is_transient(info.value)  # botocore's type; a retry is Temporal's to bound
-    assert CurlHttp(verify=str(ca)).send("PUT", f"{url}/x", {}, BODY).status_code == 200
-    assert CurlHttp(verify=False).send("PUT", f"{url}/x", {}, BODY).status_code == 200
+    assert CurlHttp(verify=str(ca)).send("PUT", f"{url}/x", [], BODY).status_code == 200
+    assert CurlHttp(verify=False).send("PUT", f"{url}/x", [], BODY).status_code == 200
 
 
 def test_the_configured_proxy_carries_the_request(plain: str) -> None:
     http = CurlHttp(proxies={"http": plain})
     target = "http://ebs.us-east-1.amazonaws.invalid/snapshots/s/blocks/1"
-    answer = http.send("PUT", target, {}, BODY)
+    answer = http.send("PUT", target, [], BODY)
     # A proxy is sent the absolute URL: the echo server was the proxy.
     assert answer.headers["x-target"] == target
 
@@ -123,24 +123,24 @@ def test_without_a_configured_proxy_the_environments_is_used_as_boto3_does(
     monkeypatch.setenv("HTTP_PROXY", plain)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    assert CurlHttp().send("PUT", target, {}, BODY).headers["x-target"] == target
+    assert CurlHttp().send("PUT", target, [], BODY).headers["x-target"] == target
     monkeypatch.setenv("NO_PROXY", "amazonaws.invalid")
     with pytest.raises(EndpointConnectionError):  # straight to a name that does not resolve
-        CurlHttp(connect_timeout_s=2).send("PUT", target, {}, BODY)
+        CurlHttp(connect_timeout_s=2).send("PUT", target, [], BODY)
 
 
 def test_an_unreachable_proxy_is_botocores_proxy_error_without_its_password() -> None:
     secret = os.urandom(8).hex()
     http = CurlHttp(proxies={"http": f"http://squid:{secret}@127.0.0.1:9"}, connect_timeout_s=2)
     with pytest.raises(ProxyConnectionError) as info:
-        http.send("PUT", "http://ebs.example.invalid/x", {}, BODY)
+        http.send("PUT", "http://ebs.example.invalid/x", [], BODY)
     assert is_transient(info.value)
     assert secret not in str(info.value) and "127.0.0.1" in str(info.value)
 
 
 def test_an_unreachable_endpoint_is_botocores_connection_error() -> None:
     with pytest.raises(EndpointConnectionError) as info:
-        CurlHttp(connect_timeout_s=2).send("PUT", "http://127.0.0.1:9/x", {}, BODY)
+        CurlHttp(connect_timeout_s=2).send("PUT", "http://127.0.0.1:9/x", [], BODY)
     assert is_transient(info.value)
     assert "127.0.0.1:9" in str(info.value)
 
@@ -148,6 +148,6 @@ def test_an_unreachable_endpoint_is_botocores_connection_error() -> None:
 def test_a_silent_server_is_a_read_timeout_after_the_read_timeout(slow: str) -> None:
     started = time.monotonic()
     with pytest.raises(ReadTimeoutError) as info:
-        CurlHttp(connect_timeout_s=1, read_timeout_s=1).send("PUT", f"{slow}/x", {}, BODY)
+        CurlHttp(connect_timeout_s=1, read_timeout_s=1).send("PUT", f"{slow}/x", [], BODY)
     assert time.monotonic() - started < 4.5  # the server answers after 5 s
     assert is_transient(info.value)
