@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -151,6 +152,10 @@ async def run_worker(config: ClientConfig, stop: asyncio.Event, metrics: bool = 
     client = await connect_client(config, runtime=runtime)
     deps = WorkerDeps(config)
     workers = build_workers(client, config, deps)
+    # Everything made so far (modules, AWS service models, the SDK) lives as long as the
+    # worker: out of the collector's sight. A full collection walked all of it, 0.15 s of CPU
+    # each, about once per GiB shipped; with the start-up frozen, 0.06 s.
+    gc.freeze()
     log.info(
         "worker running: control=%s shipping=%s codec=http://%s:%d",
         config.temporal.control_task_queue,
