@@ -234,3 +234,43 @@ def test_a_put_the_sender_cannot_set_up_fails_alone_and_the_reader_goes_on(
     assert blocks[1].data == content[BS : 2 * BS]  # for the worker to send itself
     assert all(blocks[i].put.stored for i in range(8) if i != 1)
     assert "/b/1" not in recorder.got and len(recorder.got) == 7
+
+
+def test_a_request_wakes_a_sender_whose_transfers_all_wait_on_the_endpoint(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender sleeps on its sockets, not on a short poll (that cost 15 ms of CPU a second
+    while PUTs waited on a slow endpoint), so a new request must wake it: here a PUT that comes
+    while the only other one waits forever is sent at once, not after the longest sleep."""
+    from snapship.vddk import sender as sender_module
+    from snapship.vddk.protocol import HttpPut, Reply, SendSetup
+
+    monkeypatch.setattr(sender_module, "IDLE_WAIT_S", 120.0)
+    recorder.stall.add("/b/stalled")
+    replies: list[Reply] = []
+    answered = threading.Event()
+
+    class Channel:
+        def send(self, message: object) -> None:
+            assert isinstance(message, Reply)
+            replies.append(message)
+            answered.set()
+
+    shm = memoryview(bytearray(4 * BS))
+    options = CurlOptions(connect_timeout_ms=200_000, timeout_ms=300_000)  # no deadline wakes it
+    sender = sender_module.Sender(shm, Channel(), SendSetup(1, options, 4))
+    try:
+        url = f"http://127.0.0.1:{recorder.port}/b"
+        sender.submit(SendRequest(2, 0, [HttpPut(0, f"{url}/stalled", [])]))
+        deadline = time.monotonic() + 30
+        while "/b/stalled" not in recorder.got:  # its body is in: the sender now only waits
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        began = time.monotonic()
+        sender.submit(SendRequest(3, 0, [HttpPut(1, f"{url}/next", [])]))
+        assert answered.wait(60), "the second PUT waited out the sender's sleep"
+        assert time.monotonic() - began < 60
+    finally:
+        sender.close()
+    assert [r.req_id for r in replies] == [3]
+    assert replies[0].result.results[0].status == 201
