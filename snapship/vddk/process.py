@@ -31,7 +31,7 @@ from typing import Any
 
 from snapship.vddk.config_file import VddkSettings, write_config
 from snapship.vddk.errors import VddkReaderDied, VddkReaderError, VddkReaderHung
-from snapship.vddk.protocol import SLOT_BYTES, LogRecord, Reply
+from snapship.vddk.protocol import SLOT_BYTES, Batch, LogRecord, Reply
 
 log = logging.getLogger(__name__)
 reader_log = logging.getLogger("snapship.vddk.reader_process")
@@ -166,17 +166,22 @@ class ReaderProcess:
 
     def submit(self, request: Any) -> Future[Any]:
         """Send a request (with its req_id) and return the future of its reply."""
-        fut: Future[Any] = Future()
+        return self.submit_all([request])[0]
+
+    def submit_all(self, requests: list[Any]) -> list[Future[Any]]:
+        """Send requests in one message (a Batch when there are several); their futures."""
+        futures: list[Future[Any]] = [Future() for _ in requests]
         with self._lock:
             if self._dead is not None:
                 raise VddkReaderDied(self._dead)
-            self._pending[request.req_id] = fut
+            for request, fut in zip(requests, futures, strict=True):
+                self._pending[request.req_id] = fut
         try:
             with self._send_lock:
-                self.conn.send(request)
+                self.conn.send(requests[0] if len(requests) == 1 else Batch(requests))
         except OSError:
             self._on_exit()
-        return fut
+        return futures
 
     def call(self, request: Any, what: str, timeout: float | None = None) -> Any:
         return self.result(self.submit(request), timeout, what)

@@ -128,4 +128,15 @@ class SendReply:
     """In the order of the request's puts."""
 
 
-Request = OpenRequest | ReadRequest | QueryRequest | CloseRequest | SendSetup | SendRequest
+@dataclass(frozen=True)
+class Batch:
+    """Several requests in one message: one write and one wake-up of the reader instead of one
+    each (the worker's socket writes were about a tenth of its CPU per GiB shipped: each wakes
+    the reader's receiver thread). Each request is answered on its own."""
+
+    requests: list[ReadRequest | SendRequest]
+
+
+Request = (
+    OpenRequest | ReadRequest | QueryRequest | CloseRequest | SendSetup | SendRequest | Batch
+)

@@ -71,6 +71,9 @@ class _Stage:
     place in that request (None until the read is done and planned)."""
     digests: list[bytes] | None = None
 
+    def read_submitted(self, fut: Future[Any]) -> None:
+        self.read = fut
+
     def sent(self) -> bool:
         return self.sends is not None and all(f.done() for f, _ in self.sends.values())
 
@@ -246,24 +249,29 @@ class DiskReader:
                 "sender start",
             )
             self._sender_ready = True
-        capacity = self.capacity
         limit = self._proc.library.reply_timeout_s + options.timeout_ms / 1000
         runs = iter(read_runs(indices, SLOT_BYTES))
         stages: deque[_Stage] = deque()
         try:
             while True:
+                # One pass's new reads and sends go to the reader as one message (a Batch):
+                # one write and one wake-up of the reader instead of one each.
+                outgoing: list[tuple[Any, Callable[[Future[Any]], None]]] = []
                 reading = sum(1 for st in stages if st.sends is None)
                 while len(stages) < self._proc.slots and reading < self._proc.reads:
                     run = next(runs, None)
                     if run is None:
                         break
-                    stages.append(_Stage(run, *self._read_run(run, capacity)))
+                    stage = _Stage(run, self._take_slot(), Future())
+                    stages.append(stage)
+                    outgoing.append((self._read_request(stage), stage.read_submitted))
                     reading += 1
                 if not stages:
                     return
                 for st in stages:
                     if st.sends is None and st.read.done():
-                        self._start_sends(st, plan)
+                        outgoing.extend(self._start_sends(st, plan))
+                self._submit_all(outgoing)
                 head = stages[0]
                 if head.sent():
                     stages.popleft()
@@ -287,27 +295,58 @@ class DiskReader:
                          self._proc.pid, ABANDON_GRACE_S)
                 self._proc.kill()  # its slots die with it; close() finds it gone
 
-    def _start_sends(self, st: _Stage, plan: PutPlan) -> None:
+    def _read_request(self, st: _Stage) -> ReadRequest:
+        if self._closed:
+            raise ValueError("DiskReader is closed")
+        sectors = -(-st.run.length(self.capacity) // SECTOR_SIZE)
+        return ReadRequest(
+            self._proc.next_id(), st.slot, st.run.offset // SECTOR_SIZE, sectors, st.run.count
+        )
+
+    def _submit_all(self, outgoing: list[tuple[Any, Callable[[Future[Any]], None]]]) -> None:
+        """Send requests in one message; each one's future goes where its callback puts it."""
+        if not outgoing:
+            return
+        try:
+            futures = self._proc.submit_all([request for request, _ in outgoing])
+        except BaseException as exc:  # none went: each answer is this failure, not a wait
+            futures = [Future() for _ in outgoing]
+            for fut in futures:
+                fut.set_exception(exc)
+            for (_, deliver), fut in zip(outgoing, futures, strict=True):
+                deliver(fut)
+            raise
+        for (_, deliver), fut in zip(outgoing, futures, strict=True):
+            deliver(fut)
+
+    def _start_sends(
+        self, st: _Stage, plan: PutPlan
+    ) -> list[tuple[SendRequest, Callable[[Future[Any]], None]]]:
+        """Sign the slot's PUTs; a paced one goes to the reader at once, on its own (a budget
+        paces blocks, not slots), the rest are returned to go with the pass's other requests."""
         reply: ReadReply = st.read.result()  # a failed read raises here, in order of arrival
         st.digests = reply.digests
         st.sends = {}
         batch: list[HttpPut] = []
 
-        def flush() -> None:
-            if batch:
-                fut = self._proc.submit(SendRequest(self._proc.next_id(), st.slot, list(batch)))
+        def request() -> tuple[SendRequest, Callable[[Future[Any]], None]]:
+            puts = list(batch)
+            batch.clear()
+
+            def deliver(fut: Future[Any]) -> None:
                 assert st.sends is not None
-                for at, put in enumerate(batch):
+                for at, put in enumerate(puts):
                     st.sends[put.block] = (fut, at)
-                batch.clear()
+
+            return SendRequest(self._proc.next_id(), st.slot, puts), deliver
 
         for i, (index, digest) in enumerate(zip(st.run.indices, reply.digests, strict=True)):
             signed = plan(index, digest, digest == ZERO_BLOCK_SHA256)
             if signed is not None:
                 batch.append(HttpPut(i, signed.url, signed.header_lines))
                 if signed.paced:
-                    flush()
-        flush()
+                    self._submit_all([request()])
+        return [request()] if batch else []
 
     def _sent(self, st: _Stage) -> list[SourceBlock]:
         assert st.sends is not None and st.digests is not None

@@ -42,6 +42,7 @@ from snapship.vddk.binding import Connection as VddkConnection
 from snapship.vddk.errors import VIX_OK, VddkError, error_code
 from snapship.vddk.protocol import (
     SLOT_BYTES,
+    Batch,
     CloseRequest,
     LogRecord,
     OpenReply,
@@ -180,7 +181,10 @@ class ReaderProcess:
     def route(self, message: Any) -> None:
         """Receiver thread: reads go to the handle's thread, sends to the sender's thread,
         everything else to the main one."""
-        if isinstance(message, ReadRequest):
+        if isinstance(message, Batch):
+            for request in message.requests:
+                self.route(request)
+        elif isinstance(message, ReadRequest):
             if self.reader is None:
                 self.channel.send(Reply(message.req_id, error=RuntimeError("no disk is open")))
             else:

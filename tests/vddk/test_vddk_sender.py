@@ -18,7 +18,7 @@ from vddk_support import Env, pattern
 import snapship.vddk.reader as reader_module
 from snapship.blocks import EBS_BLOCK_SIZE, ZERO_BLOCK_SHA256
 from snapship.ebs.curl_options import CurlOptions, SignedPut
-from snapship.vddk.protocol import SendRequest
+from snapship.vddk.protocol import ReadRequest, SendRequest
 
 MIB = 1024 * 1024
 BS = EBS_BLOCK_SIZE
@@ -203,14 +203,13 @@ def test_paced_puts_go_one_by_one_and_the_others_a_slot_at_a_time(
 
     with env.reader(point, send_window=8) as reader:
         sizes: list[int] = []
-        submit = reader._proc.submit
+        submit_all = reader._proc.submit_all
 
-        def counting(request: object) -> object:
-            if isinstance(request, SendRequest):
-                sizes.append(len(request.puts))
-            return submit(request)
+        def counting(requests: list[object]) -> object:
+            sizes.extend(len(r.puts) for r in requests if isinstance(r, SendRequest))
+            return submit_all(requests)
 
-        reader._proc.submit = counting  # type: ignore[method-assign]
+        reader._proc.submit_all = counting  # type: ignore[method-assign,assignment]
         assert all(b.put.stored for b in reader.send_blocks(range(8), plan, CurlOptions()))
     assert sizes == ([1] * 8 if paced else [4, 4])
 
@@ -274,3 +273,31 @@ def test_a_request_wakes_a_sender_whose_transfers_all_wait_on_the_endpoint(
         sender.close()
     assert [r.req_id for r in replies] == [3]
     assert replies[0].result.results[0].status == 201
+
+
+def test_a_passes_reads_and_sends_reach_the_reader_in_one_message(
+    env: Env, recorder: Recorder
+) -> None:
+    """Each message wakes the reader (and costs the worker a write): a slot's sends go with the
+    next read, so there are fewer messages than requests, and the blocks still land."""
+    disk = env.store.create_disk("ds1", "vm-1", "vm-1", 16 * MIB, cbt_enabled=True)
+    disk.write(0, pattern(0, 16 * MIB, 8))
+    point = env.publish(disk)
+
+    def plan(index: int, digest: bytes, is_zero: bool) -> SignedPut:
+        return SignedPut(f"http://127.0.0.1:{recorder.port}/b/{index}", [])
+
+    with env.reader(point, send_window=8) as reader:
+        messages: list[int] = []
+        submit_all = reader._proc.submit_all
+
+        def counting(requests: list[object]) -> object:
+            if all(isinstance(r, ReadRequest | SendRequest) for r in requests):
+                messages.append(len(requests))
+            return submit_all(requests)
+
+        reader._proc.submit_all = counting  # type: ignore[method-assign,assignment]
+        assert all(b.put.stored for b in reader.send_blocks(range(32), plan, CurlOptions()))
+    assert sum(messages) == 8 + 8  # a read and a send per 2 MiB slot
+    assert len(messages) < sum(messages) and max(messages) > 1
+    assert len(recorder.got) == 32
