@@ -164,20 +164,22 @@ class DiskReader:
             self._free.append(slot)
             self._slot_free.notify()
 
-    def _submit(self, slot: int, start_sector: int, num_sectors: int, hash_blocks: int
-                ) -> Future[Any]:
+    def _read_request(self, slot: int, start_sector: int, num_sectors: int, hash_blocks: int
+                      ) -> ReadRequest:
         if self._closed:
             raise ValueError("DiskReader is closed")
-        return self._proc.submit(
-            ReadRequest(self._proc.next_id(), slot, start_sector, num_sectors, hash_blocks)
-        )
+        return ReadRequest(self._proc.next_id(), slot, start_sector, num_sectors, hash_blocks)
 
-    def _read_run(self, run: ReadRun, capacity: int) -> tuple[int, Future[Any]]:
+    def _run_request(self, slot: int, run: ReadRun) -> ReadRequest:
+        """Read `run` into `slot`, hashing each of its blocks."""
+        sectors = -(-run.length(self.capacity) // SECTOR_SIZE)
+        return self._read_request(slot, run.offset // SECTOR_SIZE, sectors, run.count)
+
+    def _read_run(self, run: ReadRun) -> tuple[int, Future[Any]]:
         """Take a slot and read `run` into it, hashing each block; the slot and the reply."""
         slot = self._take_slot()
         try:
-            sectors = -(-run.length(capacity) // SECTOR_SIZE)
-            return slot, self._submit(slot, run.offset // SECTOR_SIZE, sectors, run.count)
+            return slot, self._proc.submit(self._run_request(slot, run))
         except BaseException:
             self._give_slot(slot)
             raise
@@ -191,7 +193,6 @@ class DiskReader:
         `reads_in_flight` reads queued; the tail block of a disk whose capacity is not a multiple
         of 512 KiB comes zero-padded. Each block's bytes are copied once, out of shared memory.
         """
-        capacity = self.capacity
         runs = iter(read_runs(indices, SLOT_BYTES))
         queued: deque[tuple[Any, int, Future[Any]]] = deque()
         try:
@@ -200,7 +201,7 @@ class DiskReader:
                     run = next(runs, None)
                     if run is None:
                         break
-                    queued.append((run, *self._read_run(run, capacity)))
+                    queued.append((run, *self._read_run(run)))
                 if not queued:
                     return
                 run, slot, fut = queued.popleft()
@@ -264,7 +265,7 @@ class DiskReader:
                         break
                     stage = _Stage(run, self._take_slot(), Future())
                     stages.append(stage)
-                    outgoing.append((self._read_request(stage), stage.read_submitted))
+                    outgoing.append((self._run_request(stage.slot, run), stage.read_submitted))
                     reading += 1
                 if not stages:
                     return
@@ -294,14 +295,6 @@ class DiskReader:
                 log.info("vddk reader %d: sends still under way after %.0f s; stopping it",
                          self._proc.pid, ABANDON_GRACE_S)
                 self._proc.kill()  # its slots die with it; close() finds it gone
-
-    def _read_request(self, st: _Stage) -> ReadRequest:
-        if self._closed:
-            raise ValueError("DiskReader is closed")
-        sectors = -(-st.run.length(self.capacity) // SECTOR_SIZE)
-        return ReadRequest(
-            self._proc.next_id(), st.slot, st.run.offset // SECTOR_SIZE, sectors, st.run.count
-        )
 
     def _submit_all(self, outgoing: list[tuple[Any, Callable[[Future[Any]], None]]]) -> None:
         """Send requests in one message; each one's future goes where its callback puts it."""
@@ -390,7 +383,9 @@ class DiskReader:
             sectors = -(-(skip + n) // SECTOR_SIZE)
             slot = self._take_slot()
             try:
-                self._proc.result(self._submit(slot, first, sectors, 0), None, "read")
+                self._proc.result(
+                    self._proc.submit(self._read_request(slot, first, sectors, 0)), None, "read"
+                )
                 base = slot * SLOT_BYTES + skip
                 out[done : done + n] = self._proc.shm[base : base + n]
             finally:

@@ -89,6 +89,8 @@ class Sender:
 
     def _put(self, req: SendRequest | None) -> None:
         self._requests.put(req)
+        if self._wake_w < 0:
+            return  # closed: no one to wake
         try:
             os.write(self._wake_w, b"w")
         except BlockingIOError:
@@ -117,8 +119,9 @@ class Sender:
         only once it waits for no reply (every send answered, or the upload abandoned)."""
         self._put(None)
         self._thread.join()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        wake_r, wake_w, self._wake_w = self._wake_r, self._wake_w, -1
+        os.close(wake_r)
+        os.close(wake_w)
 
     def _run(self) -> None:
         multi = pycurl.CurlMulti()
